@@ -1,0 +1,54 @@
+"""Atomic file writes: a temporary file in the target folder, then a rename.
+
+A reader (or a crashed run) therefore sees either the old complete file or the
+new complete file, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from .errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; rename it onto ``target`` on success.
+
+    The temporary name keeps the target's suffixes (``.nii.gz``, ``.npz`` ...), so
+    libraries that choose a format from the file name write the right one. On an
+    exception the temporary file is removed and ``target`` is untouched.
+
+    Raises:
+        UserError: ``target`` exists and ``overwrite`` is false.
+    """
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise UserError(f"{target} exists; pass --overwrite to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(target.suffixes)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write(target: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = True) -> Path:
+    """Call ``write(tmp_path)`` and move the result onto ``target`` atomically."""
+    with atomic_path(target, overwrite=overwrite) as tmp:
+        write(tmp)
+    return Path(target)
+
+
+def atomic_write_text(target: str | os.PathLike, text: str, overwrite: bool = True) -> Path:
+    """Write ``text`` (UTF-8) to ``target`` atomically."""
+    return atomic_write(target, lambda p: p.write_text(text, encoding="utf-8"), overwrite=overwrite)

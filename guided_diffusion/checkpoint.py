@@ -1,0 +1,139 @@
+"""Loading network weights safely, with messages that say what does not fit and why.
+
+Accepted files:
+
+* a plain ``state_dict`` (the authors' released ``model.pt``, or the EMA
+  files written by training, ``ema_<rate>_<step>.pt``);
+* the project's training checkpoint (a dict with ``"format": CHECKPOINT_FORMAT``),
+  from which the EMA weights are taken by default.
+
+Files are always read with ``torch.load(..., weights_only=True)``: a file that
+would need to run pickled code is refused.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+CHECKPOINT_FORMAT = "pet-ddpm3d-checkpoint-v1"
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Read ``path`` with ``weights_only=True`` on the CPU; UserError for missing, corrupt or unsafe files."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist (check --model_path)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UserError(
+            f"checkpoint {path} needs unpickling of code, which is refused for safety "
+            f"(re-save it as a plain state_dict of tensors): {str(err).splitlines()[0]}"
+        )
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise UserError(f"checkpoint {path} is unreadable or corrupt: {str(err).splitlines()[0]}")
+    if not isinstance(obj, dict):
+        raise UserError(f"checkpoint {path} holds a {type(obj).__name__}, not a state_dict")
+    return obj
+
+
+def model_state_from(checkpoint: dict, path: str | Path, weights: str = "ema") -> dict[str, torch.Tensor]:
+    """The network ``state_dict`` inside a loaded file.
+
+    Args:
+        checkpoint: what :func:`read_checkpoint` returned.
+        weights: for a training checkpoint, ``"ema"`` (first EMA rate), ``"ema:<rate>"``
+            or ``"model"``; ignored for a plain state_dict.
+    """
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        state = checkpoint
+    elif weights == "model":
+        state = checkpoint["model"]
+    else:
+        emas = checkpoint.get("ema") or {}
+        if not emas:
+            raise UserError(f"checkpoint {path} has no EMA weights; use weights 'model'")
+        rate = weights.partition(":")[2] or next(iter(emas))
+        if rate not in emas:
+            raise UserError(f"checkpoint {path} has no EMA rate {rate}; it has {', '.join(emas)}")
+        state = emas[rate]
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise UserError(f"checkpoint {path} is not a state_dict: entry {bad[0]!r} is not a tensor")
+    # Weights saved from a DistributedDataParallel wrapper carry a "module." prefix.
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_model_weights(model: torch.nn.Module, path: str | Path, weights: str = "ema") -> None:
+    """Load the weights in ``path`` into ``model`` strictly.
+
+    Raises:
+        UserError: the file is unusable, or its keys/shapes do not fit the model;
+            the message lists missing and unexpected keys, shape differences, and
+            the flags that the file's weights suggest.
+    """
+    state = model_state_from(read_checkpoint(path), path, weights)
+    problems = describe_mismatch(model.state_dict(), state)
+    if problems:
+        hint = suggest_flags(state)
+        raise UserError(
+            f"checkpoint {path} does not fit the model built from the flags: {problems}"
+            + (f"; the file looks like it was trained with {hint}" if hint else "")
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def describe_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], limit: int = 3) -> str:
+    """One line naming missing / unexpected keys and differing shapes (empty if they fit)."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [
+        f"{k} {tuple(found[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in expected
+        if k in found and found[k].shape != expected[k].shape
+    ]
+    parts = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                         ("shape differences (file vs model)", shapes)):
+        if items:
+            more = f" and {len(items) - limit} more" if len(items) > limit else ""
+            parts.append(f"{len(items)} {label}: {', '.join(items[:limit])}{more}")
+    return "; ".join(parts)
+
+
+def suggest_flags(state: dict[str, torch.Tensor]) -> str:
+    """Flags a ``state_dict`` of this UNet family was most likely built with ("" if unclear)."""
+    try:
+        first = state["input_blocks.0.0.weight"]
+        out = state["out.2.weight"]
+    except KeyError:
+        return ""
+    num_channels = first.shape[0]
+    flags = [f"--num_channels {num_channels}", f"--learn_sigma {out.shape[0] == 2 * (first.shape[1] // 2)}"]
+    flags.append(f"--dims {first.ndim - 2}")
+    emb = state.get("input_blocks.1.0.emb_layers.1.weight")
+    if emb is not None:
+        flags.append(f"--use_scale_shift_norm {emb.shape[0] == 2 * state['input_blocks.1.0.out_layers.3.weight'].shape[0]}")
+    if any(".qkv." in k for k in state):
+        return " ".join(flags)
+    level_ends = sorted({int(m.group(1)) for k in state if (m := re.match(r"output_blocks\.(\d+)\.1\.", k))})
+    num_outputs = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"output_blocks\.(\d+)\.", k)))
+    if level_ends:
+        per_level = level_ends[0] + 1
+        levels = num_outputs // per_level
+        mult = [
+            state[f"input_blocks.{1 + level * per_level}.0.out_layers.3.weight"].shape[0] / num_channels
+            for level in range(levels)
+        ]
+        flags.append(f"--num_res_blocks {per_level - 1}")
+        flags.append("--channel_mult " + ",".join(f"{m:g}" for m in mult))
+        flags.append(f"--resblock_updown {f'output_blocks.{level_ends[0]}.1.in_layers.0.weight' in state}")
+    return " ".join(flags)

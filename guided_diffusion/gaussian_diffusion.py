@@ -1,0 +1,457 @@
+"""The Gaussian diffusion process: schedules, forward noising, reverse sampling, losses.
+
+All tables are float64 numpy arrays of length ``num_timesteps``; they are
+indexed on the timesteps' device and cast to float32 only when used. Tensors
+are (N, C, ...) with any spatial shape.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .losses import discretized_gaussian_log_likelihood, normal_kl
+
+Generator = torch.Generator | Sequence[torch.Generator] | None
+
+
+def get_named_beta_schedule(name: str, num_diffusion_timesteps: int) -> np.ndarray:
+    """Beta schedule by name: ``"linear"`` (Ho et al., scaled to the step count) or ``"cosine"`` (Nichol & Dhariwal)."""
+    if name == "linear":
+        scale = 1000 / num_diffusion_timesteps
+        return np.linspace(scale * 0.0001, scale * 0.02, num_diffusion_timesteps, dtype=np.float64)
+    if name == "cosine":
+        return betas_for_alpha_bar(
+            num_diffusion_timesteps, lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+        )
+    raise ValueError(f"unknown noise schedule {name!r}; use 'linear' or 'cosine'")
+
+
+def betas_for_alpha_bar(num_steps: int, alpha_bar: Callable[[float], float], max_beta: float = 0.999) -> np.ndarray:
+    """Betas that discretise a continuous cumulative product ``alpha_bar(t)``, t in [0, 1]."""
+    betas = [min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), max_beta) for i in range(num_steps)]
+    return np.array(betas, dtype=np.float64)
+
+
+class ModelMeanType(enum.Enum):
+    """What the network predicts."""
+
+    PREVIOUS_X = enum.auto()  # x_{t-1}
+    START_X = enum.auto()  # x_0
+    EPSILON = enum.auto()  # the noise
+
+
+class ModelVarType(enum.Enum):
+    """How the reverse-process variance is obtained."""
+
+    LEARNED = enum.auto()  # log variance predicted directly
+    FIXED_SMALL = enum.auto()  # posterior variance beta-tilde
+    FIXED_LARGE = enum.auto()  # beta
+    LEARNED_RANGE = enum.auto()  # interpolation between the two, predicted in [-1, 1]
+
+
+class LossType(enum.Enum):
+    MSE = enum.auto()  # MSE, plus the variational bound when the variance is learned
+    RESCALED_MSE = enum.auto()  # same, with the bound rescaled as in the 1000-step setting
+    KL = enum.auto()  # the variational bound only
+    RESCALED_KL = enum.auto()
+
+    def is_vb(self) -> bool:
+        return self in (LossType.KL, LossType.RESCALED_KL)
+
+
+def mean_flat(tensor: torch.Tensor) -> torch.Tensor:
+    """Mean over every axis but the batch axis: (N, ...) -> (N,)."""
+    return tensor.mean(dim=list(range(1, tensor.ndim)))
+
+
+def _extract(table: np.ndarray, t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """table[t] as float32, reshaped to broadcast against a tensor of ``shape``."""
+    values = torch.from_numpy(table).to(device=t.device)[t].float()
+    return values.reshape(values.shape + (1,) * (len(shape) - values.ndim))
+
+
+def randn(shape: Sequence[int], generator: Generator, device: torch.device | str) -> torch.Tensor:
+    """Standard normal noise of ``shape`` (N, ...).
+
+    ``generator`` may be one ``torch.Generator`` for the whole batch or one per
+    batch element; per-element generators make a sample independent of which
+    other samples share its batch (and of how work is split across ranks).
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(*shape, generator=generator, device=device)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+    return torch.stack([torch.randn(*shape[1:], generator=g, device=device) for g in generator])
+
+
+class GaussianDiffusion:
+    """A diffusion process with ``betas`` (float64, length T), and how to read a model's output.
+
+    Args:
+        betas: the noise schedule, values in (0, 1].
+        model_mean_type / model_var_type / loss_type: see the enums.
+        rescale_timesteps: feed the network timesteps scaled to [0, 1000).
+        timestep_map: original timestep of each step (respaced processes); identity by default.
+        original_num_steps: length of the schedule ``timestep_map`` indexes into.
+    """
+
+    def __init__(
+        self,
+        *,
+        betas: np.ndarray,
+        model_mean_type: ModelMeanType,
+        model_var_type: ModelVarType,
+        loss_type: LossType,
+        rescale_timesteps: bool = False,
+        timestep_map: Sequence[int] | None = None,
+        original_num_steps: int | None = None,
+    ):
+        self.model_mean_type = model_mean_type
+        self.model_var_type = model_var_type
+        self.loss_type = loss_type
+        self.rescale_timesteps = rescale_timesteps
+
+        self.betas = np.asarray(betas, dtype=np.float64)
+        if self.betas.ndim != 1 or not ((self.betas > 0) & (self.betas <= 1)).all():
+            raise ValueError("betas must be a 1-D array with values in (0, 1]")
+        self.num_timesteps = len(self.betas)
+        self.timestep_map = np.asarray(
+            range(self.num_timesteps) if timestep_map is None else timestep_map, dtype=np.int64
+        )
+        self.original_num_steps = original_num_steps or self.num_timesteps
+
+        alphas = 1.0 - self.betas
+        self.alphas_cumprod = np.cumprod(alphas)
+        self.alphas_cumprod_prev = np.append(1.0, self.alphas_cumprod[:-1])
+        self.alphas_cumprod_next = np.append(self.alphas_cumprod[1:], 0.0)
+        self.sqrt_alphas_cumprod = np.sqrt(self.alphas_cumprod)
+        self.sqrt_one_minus_alphas_cumprod = np.sqrt(1.0 - self.alphas_cumprod)
+        self.log_one_minus_alphas_cumprod = np.log(1.0 - self.alphas_cumprod)
+        self.sqrt_recip_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod)
+        self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod - 1)
+
+        # q(x_{t-1} | x_t, x_0) = N(coef1 * x_0 + coef2 * x_t, posterior_variance)
+        self.posterior_variance = self.betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        # The variance is 0 at t = 0; its log is clipped to the value at t = 1.
+        self.posterior_log_variance_clipped = np.log(
+            np.append(self.posterior_variance[1], self.posterior_variance[1:])
+        )
+        self.posterior_mean_coef1 = self.betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
+
+    # -- forward process ---------------------------------------------------
+
+    def q_mean_variance(self, x_start: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Mean, variance and log variance of q(x_t | x_0)."""
+        mean = _extract(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
+        variance = _extract(1.0 - self.alphas_cumprod, t, x_start.shape)
+        log_variance = _extract(self.log_one_minus_alphas_cumprod, t, x_start.shape)
+        return mean, variance, log_variance
+
+    def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw x_t ~ q(x_t | x_0): x_start (N, ...), t (N,) step indices, noise like x_start."""
+        if noise is None:
+            noise = torch.randn_like(x_start)
+        return (
+            _extract(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
+            + _extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * noise
+        )
+
+    def q_posterior_mean_variance(
+        self, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean, variance and clipped log variance of q(x_{t-1} | x_t, x_0)."""
+        mean = (
+            _extract(self.posterior_mean_coef1, t, x_t.shape) * x_start
+            + _extract(self.posterior_mean_coef2, t, x_t.shape) * x_t
+        )
+        variance = _extract(self.posterior_variance, t, x_t.shape)
+        log_variance = _extract(self.posterior_log_variance_clipped, t, x_t.shape)
+        return mean, variance, log_variance
+
+    # -- reading the model -------------------------------------------------
+
+    def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
+        """The timesteps the network sees for step indices ``t``: original steps, optionally rescaled."""
+        mapped = torch.from_numpy(self.timestep_map).to(t.device)[t]
+        if self.rescale_timesteps:
+            return mapped.float() * (1000.0 / self.original_num_steps)
+        return mapped
+
+    def p_mean_variance(
+        self,
+        model: Callable,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        clip_denoised: bool = True,
+        denoised_fn: Callable | None = None,
+        model_kwargs: dict | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Apply the model to get p(x_{t-1} | x_t) and the prediction of x_0.
+
+        Args:
+            model: called as ``model(x, model_timesteps(t), **model_kwargs)``.
+            x: (N, C, ...) the sample at step t; t: (N,) step indices.
+            clip_denoised: clip the x_0 prediction to [-1, 1].
+            denoised_fn: applied to the x_0 prediction before clipping.
+
+        Returns:
+            dict with 'mean', 'variance', 'log_variance', 'pred_xstart', 'model_output'.
+        """
+        model_kwargs = model_kwargs or {}
+        n, c = x.shape[:2]
+        model_output = model(x, self.model_timesteps(t), **model_kwargs)
+
+        if self.model_var_type in (ModelVarType.LEARNED, ModelVarType.LEARNED_RANGE):
+            if model_output.shape[1] != 2 * c:
+                raise ValueError(f"a learned-variance model must output {2 * c} channels, got {model_output.shape[1]}")
+            model_output, var_values = torch.split(model_output, c, dim=1)
+            if self.model_var_type == ModelVarType.LEARNED:
+                log_variance = var_values
+            else:
+                min_log = _extract(self.posterior_log_variance_clipped, t, x.shape)
+                max_log = _extract(np.log(self.betas), t, x.shape)
+                frac = (var_values + 1) / 2
+                log_variance = frac * max_log + (1 - frac) * min_log
+            variance = torch.exp(log_variance)
+        else:
+            if self.model_var_type == ModelVarType.FIXED_LARGE:
+                # beta, with the first entry set to the posterior variance so the log is finite.
+                var_table = np.append(self.posterior_variance[1], self.betas[1:])
+                log_table = np.log(var_table)
+            else:
+                var_table, log_table = self.posterior_variance, self.posterior_log_variance_clipped
+            variance = _extract(var_table, t, x.shape) * torch.ones_like(x)
+            log_variance = _extract(log_table, t, x.shape) * torch.ones_like(x)
+
+        def process_xstart(x0: torch.Tensor) -> torch.Tensor:
+            if denoised_fn is not None:
+                x0 = denoised_fn(x0)
+            return x0.clamp(-1, 1) if clip_denoised else x0
+
+        if self.model_mean_type == ModelMeanType.PREVIOUS_X:
+            pred_xstart = process_xstart(self._predict_xstart_from_xprev(x, t, model_output))
+            mean = model_output
+        else:
+            if self.model_mean_type == ModelMeanType.START_X:
+                pred_xstart = process_xstart(model_output)
+            else:
+                pred_xstart = process_xstart(self._predict_xstart_from_eps(x, t, model_output))
+            mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)
+        return {
+            "mean": mean,
+            "variance": variance,
+            "log_variance": log_variance,
+            "pred_xstart": pred_xstart,
+            "model_output": model_output,
+        }
+
+    def _predict_xstart_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return (
+            _extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
+            - _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps
+        )
+
+    def _predict_xstart_from_xprev(self, x_t: torch.Tensor, t: torch.Tensor, xprev: torch.Tensor) -> torch.Tensor:
+        return (
+            _extract(1.0 / self.posterior_mean_coef1, t, x_t.shape) * xprev
+            - _extract(self.posterior_mean_coef2 / self.posterior_mean_coef1, t, x_t.shape) * x_t
+        )
+
+    def _predict_eps_from_xstart(self, x_t: torch.Tensor, t: torch.Tensor, pred_xstart: torch.Tensor) -> torch.Tensor:
+        return (
+            _extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - pred_xstart
+        ) / _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape)
+
+    # -- ancestral sampling ------------------------------------------------
+
+    def p_sample(
+        self,
+        model: Callable,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        clip_denoised: bool = True,
+        denoised_fn: Callable | None = None,
+        model_kwargs: dict | None = None,
+        generator: Generator = None,
+    ) -> dict[str, torch.Tensor]:
+        """One ancestral step x_t -> x_{t-1}; returns 'sample' and 'pred_xstart'."""
+        out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)
+        noise = randn(x.shape, generator, x.device).to(x.dtype)
+        nonzero = (t != 0).float().reshape(-1, *([1] * (x.ndim - 1)))
+        sample = out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise
+        return {"sample": sample, "pred_xstart": out["pred_xstart"]}
+
+    def p_sample_loop(self, model: Callable, shape: Sequence[int], **kwargs) -> torch.Tensor:
+        """Sample from the model by ancestral sampling; see :meth:`p_sample_loop_progressive`."""
+        final = None
+        for final in self.p_sample_loop_progressive(model, shape, **kwargs):
+            pass
+        return final["sample"]
+
+    def p_sample_loop_progressive(
+        self,
+        model: Callable,
+        shape: Sequence[int],
+        noise: torch.Tensor | None = None,
+        clip_denoised: bool = True,
+        denoised_fn: Callable | None = None,
+        model_kwargs: dict | None = None,
+        device: torch.device | str | None = None,
+        progress: bool = False,
+        generator: Generator = None,
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Yield the output of every ancestral step, from t = T-1 down to 0.
+
+        Args:
+            shape: (N, C, ...) of the samples.
+            noise: the initial x_T (the caller's, e.g. a crop of a whole-volume field);
+                drawn from ``generator`` when None.
+            generator: one ``torch.Generator`` or one per batch element, for every random draw.
+            progress: show a tqdm bar over the steps.
+        """
+        yield from self._sample_loop(self.p_sample, model, shape, noise, clip_denoised, denoised_fn,
+                                     model_kwargs, device, progress, generator)
+
+    # -- DDIM --------------------------------------------------------------
+
+    def ddim_sample(
+        self,
+        model: Callable,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        clip_denoised: bool = True,
+        denoised_fn: Callable | None = None,
+        model_kwargs: dict | None = None,
+        eta: float = 0.0,
+        generator: Generator = None,
+    ) -> dict[str, torch.Tensor]:
+        """One DDIM step x_t -> x_{t-1} (Song et al.); ``eta`` = 0 is deterministic."""
+        out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)
+        eps = self._predict_eps_from_xstart(x, t, out["pred_xstart"])
+        alpha_bar = _extract(self.alphas_cumprod, t, x.shape)
+        alpha_bar_prev = _extract(self.alphas_cumprod_prev, t, x.shape)
+        sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
+        mean = out["pred_xstart"] * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
+        sample = mean
+        if eta > 0:
+            noise = randn(x.shape, generator, x.device).to(x.dtype)
+            nonzero = (t != 0).float().reshape(-1, *([1] * (x.ndim - 1)))
+            sample = mean + nonzero * sigma * noise
+        return {"sample": sample, "pred_xstart": out["pred_xstart"]}
+
+    def ddim_sample_loop(self, model: Callable, shape: Sequence[int], **kwargs) -> torch.Tensor:
+        """Sample from the model with DDIM; see :meth:`ddim_sample_loop_progressive`."""
+        final = None
+        for final in self.ddim_sample_loop_progressive(model, shape, **kwargs):
+            pass
+        return final["sample"]
+
+    def ddim_sample_loop_progressive(
+        self,
+        model: Callable,
+        shape: Sequence[int],
+        noise: torch.Tensor | None = None,
+        clip_denoised: bool = True,
+        denoised_fn: Callable | None = None,
+        model_kwargs: dict | None = None,
+        device: torch.device | str | None = None,
+        progress: bool = False,
+        eta: float = 0.0,
+        generator: Generator = None,
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Yield the output of every DDIM step; arguments as :meth:`p_sample_loop_progressive`."""
+        def step(*args, **kwargs):
+            return self.ddim_sample(*args, eta=eta, **kwargs)
+
+        yield from self._sample_loop(step, model, shape, noise, clip_denoised, denoised_fn,
+                                     model_kwargs, device, progress, generator)
+
+    def _sample_loop(self, step, model, shape, noise, clip_denoised, denoised_fn, model_kwargs, device,
+                     progress, generator) -> Iterator[dict[str, torch.Tensor]]:
+        if device is None:
+            device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else "cpu"
+        img = noise.to(device) if noise is not None else randn(shape, generator, device)
+        if tuple(img.shape) != tuple(shape):
+            raise ValueError(f"noise shape {tuple(img.shape)} differs from the requested shape {tuple(shape)}")
+        steps = range(self.num_timesteps - 1, -1, -1)
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps)
+        for i in steps:
+            t = torch.full((shape[0],), i, device=device, dtype=torch.long)
+            with torch.no_grad():
+                out = step(model, img, t, clip_denoised=clip_denoised, denoised_fn=denoised_fn,
+                           model_kwargs=model_kwargs, generator=generator)
+            yield out
+            img = out["sample"]
+
+    # -- training ----------------------------------------------------------
+
+    def _vb_terms_bpd(
+        self, model: Callable, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+        clip_denoised: bool = True, model_kwargs: dict | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """One term of the variational bound in bits per dimension: (N,) 'output' and 'pred_xstart'."""
+        true_mean, _, true_log_variance = self.q_posterior_mean_variance(x_start, x_t, t)
+        out = self.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs)
+        kl = mean_flat(normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"])) / math.log(2.0)
+        decoder_nll = -discretized_gaussian_log_likelihood(
+            x_start, means=out["mean"], log_scales=0.5 * out["log_variance"]
+        )
+        decoder_nll = mean_flat(decoder_nll) / math.log(2.0)
+        # At the first step the bound is the decoder's negative log-likelihood.
+        return {"output": torch.where(t == 0, decoder_nll, kl), "pred_xstart": out["pred_xstart"]}
+
+    def training_losses(
+        self,
+        model: Callable,
+        x_start: torch.Tensor,
+        t: torch.Tensor,
+        model_kwargs: dict | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Per-sample training losses for x_start (N, C, ...) at step indices t (N,).
+
+        Returns a dict of (N,) tensors: 'loss' (what to minimise), and 'mse' and
+        'vb' where they apply.
+        """
+        model_kwargs = model_kwargs or {}
+        if noise is None:
+            noise = torch.randn_like(x_start)
+        x_t = self.q_sample(x_start, t, noise=noise)
+        terms: dict[str, torch.Tensor] = {}
+
+        if self.loss_type.is_vb():
+            terms["loss"] = self._vb_terms_bpd(model, x_start, x_t, t, clip_denoised=False,
+                                               model_kwargs=model_kwargs)["output"]
+            if self.loss_type == LossType.RESCALED_KL:
+                terms["loss"] = terms["loss"] * self.num_timesteps
+            return terms
+
+        model_output = model(x_t, self.model_timesteps(t), **model_kwargs)
+        if self.model_var_type in (ModelVarType.LEARNED, ModelVarType.LEARNED_RANGE):
+            c = x_t.shape[1]
+            model_output, var_values = torch.split(model_output, c, dim=1)
+            # The bound trains the variance only; the mean is trained by the MSE.
+            frozen = torch.cat([model_output.detach(), var_values], dim=1)
+            terms["vb"] = self._vb_terms_bpd(lambda *args, **kwargs: frozen, x_start, x_t, t,
+                                             clip_denoised=False)["output"]
+            if self.loss_type == LossType.RESCALED_MSE:
+                # The MSE term is much smaller than the bound; rescale as in the 1000-step setting.
+                terms["vb"] = terms["vb"] * self.num_timesteps / 1000.0
+
+        target = {
+            ModelMeanType.PREVIOUS_X: lambda: self.q_posterior_mean_variance(x_start, x_t, t)[0],
+            ModelMeanType.START_X: lambda: x_start,
+            ModelMeanType.EPSILON: lambda: noise,
+        }[self.model_mean_type]()
+        terms["mse"] = mean_flat((target - model_output) ** 2)
+        terms["loss"] = terms["mse"] + terms.get("vb", 0.0)
+        return terms

@@ -1,0 +1,105 @@
+"""Timestep samplers for training: which diffusion steps each batch element is trained on."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .gaussian_diffusion import GaussianDiffusion
+
+
+def create_named_schedule_sampler(name: str, diffusion: GaussianDiffusion) -> ScheduleSampler:
+    """``"uniform"`` or ``"loss-second-moment"``."""
+    if name == "uniform":
+        return UniformSampler(diffusion)
+    if name == "loss-second-moment":
+        return LossSecondMomentResampler(diffusion)
+    raise ValueError(f"unknown schedule sampler {name!r}; use 'uniform' or 'loss-second-moment'")
+
+
+class ScheduleSampler(ABC):
+    """A distribution over timesteps, with importance weights that keep the loss unbiased."""
+
+    @abstractmethod
+    def weights(self) -> np.ndarray:
+        """Unnormalised positive weights, one per diffusion step (float64, length T)."""
+
+    def sample(
+        self, batch_size: int, device: torch.device | str, generator: np.random.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``batch_size`` timesteps; returns (timesteps (N,) long, loss weights (N,) float32)."""
+        rng = generator if generator is not None else np.random.default_rng()
+        w = self.weights()
+        p = w / w.sum()
+        indices = rng.choice(len(p), size=batch_size, p=p)
+        weights = 1.0 / (len(p) * p[indices])
+        return (
+            torch.from_numpy(indices).long().to(device),
+            torch.from_numpy(weights).float().to(device),
+        )
+
+
+class UniformSampler(ScheduleSampler):
+    """Every step equally likely."""
+
+    def __init__(self, diffusion: GaussianDiffusion):
+        self._weights = np.ones(diffusion.num_timesteps, dtype=np.float64)
+
+    def weights(self) -> np.ndarray:
+        return self._weights
+
+
+class LossAwareSampler(ScheduleSampler):
+    """A sampler that adapts to the losses seen; every rank must call ``update_with_local_losses``."""
+
+    def update_with_local_losses(self, local_ts: torch.Tensor, local_losses: torch.Tensor) -> None:
+        """Share this rank's (timestep, loss) pairs with all ranks and update the weights identically."""
+        ts, losses = local_ts.detach().long(), local_losses.detach().float()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            sizes = [torch.zeros(1, dtype=torch.long, device=ts.device) for _ in range(dist.get_world_size())]
+            dist.all_gather(sizes, torch.tensor([len(ts)], device=ts.device))
+            longest = int(max(s.item() for s in sizes))
+            padded_ts = [torch.zeros(longest, dtype=torch.long, device=ts.device) for _ in sizes]
+            padded_losses = [torch.zeros(longest, device=ts.device) for _ in sizes]
+            dist.all_gather(padded_ts, torch.nn.functional.pad(ts, (0, longest - len(ts))))
+            dist.all_gather(padded_losses, torch.nn.functional.pad(losses, (0, longest - len(losses))))
+            ts = torch.cat([x[: int(n.item())] for x, n in zip(padded_ts, sizes)])
+            losses = torch.cat([x[: int(n.item())] for x, n in zip(padded_losses, sizes)])
+        self.update_with_all_losses(ts.cpu().tolist(), losses.cpu().tolist())
+
+    @abstractmethod
+    def update_with_all_losses(self, ts: list[int], losses: list[float]) -> None:
+        """Update the weights from every rank's (timestep, loss) pairs."""
+
+
+class LossSecondMomentResampler(LossAwareSampler):
+    """Sample steps in proportion to the root mean square of their recent losses.
+
+    Uniform until every step has ``history_per_term`` losses recorded; a
+    ``uniform_prob`` share of probability always stays uniform.
+    """
+
+    def __init__(self, diffusion: GaussianDiffusion, history_per_term: int = 10, uniform_prob: float = 0.001):
+        self.history_per_term = history_per_term
+        self.uniform_prob = uniform_prob
+        self._history = np.zeros((diffusion.num_timesteps, history_per_term), dtype=np.float64)
+        self._counts = np.zeros(diffusion.num_timesteps, dtype=np.int64)
+
+    def weights(self) -> np.ndarray:
+        if not (self._counts == self.history_per_term).all():
+            return np.ones(len(self._counts), dtype=np.float64)
+        w = np.sqrt(np.mean(self._history**2, axis=-1))
+        w /= w.sum()
+        return w * (1 - self.uniform_prob) + self.uniform_prob / len(w)
+
+    def update_with_all_losses(self, ts: list[int], losses: list[float]) -> None:
+        for t, loss in zip(ts, losses):
+            if self._counts[t] == self.history_per_term:
+                self._history[t, :-1] = self._history[t, 1:]
+                self._history[t, -1] = loss
+            else:
+                self._history[t, self._counts[t]] = loss
+                self._counts[t] += 1

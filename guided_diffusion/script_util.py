@@ -1,0 +1,285 @@
+"""Flag defaults and factories with the paper's names, and flag parsing helpers.
+
+The paper's launcher lines (``MODEL_FLAGS``, ``DIFFUSION_FLAGS``) work unchanged:
+``sr_create_model_and_diffusion(**args_to_dict(args, sr_model_and_diffusion_defaults().keys()))``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from pathlib import Path
+
+from . import gaussian_diffusion as gd
+from .errors import UserError
+from .respace import SpacedDiffusion, space_timesteps
+from .unet import SuperResModel
+
+# channel_mult per --large_size, as in the paper's factory (96 is its 3D setting).
+CHANNEL_MULT_BY_SIZE = {
+    512: (0.5, 1, 1, 2, 2, 4, 4),
+    256: (1, 1, 2, 2, 4, 4),
+    128: (1, 1, 2, 3, 4),
+    96: (1, 1, 2, 3, 4),
+    64: (1, 2, 3, 4),
+}
+
+
+def diffusion_defaults() -> dict:
+    """Defaults of the diffusion flags."""
+    return dict(
+        learn_sigma=False,
+        diffusion_steps=1000,
+        noise_schedule="linear",
+        timestep_respacing="",
+        use_kl=False,
+        predict_xstart=False,
+        rescale_timesteps=False,
+        rescale_learned_sigmas=False,
+    )
+
+
+def sr_model_and_diffusion_defaults() -> dict:
+    """Defaults of every model and diffusion flag of the paper's scripts (plus ``channel_mult``, ``dims``)."""
+    return dict(
+        large_size=256,
+        small_size=64,
+        num_channels=128,
+        num_res_blocks=2,
+        num_heads=4,
+        num_head_channels=-1,
+        num_heads_upsample=-1,
+        attention_resolutions="32,16,8",
+        channel_mult="",
+        dims=3,
+        dropout=0.0,
+        class_cond=False,
+        use_checkpoint=False,
+        use_scale_shift_norm=True,
+        resblock_updown=False,
+        use_fp16=False,
+        **diffusion_defaults(),
+    )
+
+
+def parse_channel_mult(channel_mult: str, large_size: int) -> tuple[float, ...]:
+    """``"1,1,2,3,4"`` -> (1, 1, 2, 3, 4); empty -> the paper's choice for ``large_size``."""
+    if channel_mult:
+        try:
+            values = tuple(float(v) if "." in v else int(v) for v in channel_mult.split(","))
+        except ValueError:
+            raise UserError(f"--channel_mult {channel_mult!r} must be comma-separated numbers, e.g. 1,1,2,3,4")
+        if not values or any(v <= 0 for v in values):
+            raise UserError(f"--channel_mult {channel_mult!r} must list positive numbers")
+        return values
+    if large_size not in CHANNEL_MULT_BY_SIZE:
+        raise UserError(
+            f"no default channel_mult for --large_size {large_size} "
+            f"(known: {sorted(CHANNEL_MULT_BY_SIZE)}); pass --channel_mult, e.g. 1,1,2,3,4"
+        )
+    return CHANNEL_MULT_BY_SIZE[large_size]
+
+
+def parse_attention_resolutions(attention_resolutions: str, large_size: int) -> tuple[int, ...]:
+    """Feature-map sizes with attention (``"32,16,8"``) -> down-sampling rates (``large_size // size``)."""
+    try:
+        sizes = [int(v) for v in str(attention_resolutions).split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--attention_resolutions {attention_resolutions!r} must be comma-separated integers")
+    return tuple(large_size // s for s in sizes if s > 0 and large_size // s > 0)
+
+
+def sr_create_model_and_diffusion(
+    large_size: int,
+    small_size: int,
+    class_cond: bool,
+    learn_sigma: bool,
+    num_channels: int,
+    num_res_blocks: int,
+    num_heads: int,
+    num_head_channels: int,
+    num_heads_upsample: int,
+    attention_resolutions: str,
+    dropout: float,
+    diffusion_steps: int,
+    noise_schedule: str,
+    timestep_respacing: str,
+    use_kl: bool,
+    predict_xstart: bool,
+    rescale_timesteps: bool,
+    rescale_learned_sigmas: bool,
+    use_checkpoint: bool,
+    use_scale_shift_norm: bool,
+    resblock_updown: bool,
+    use_fp16: bool,
+    channel_mult: str = "",
+    dims: int = 3,
+) -> tuple[SuperResModel, SpacedDiffusion]:
+    """Build the conditional UNet and its diffusion process from the paper's flags."""
+    del small_size  # the conditioning volume has the same size as the output in denoising
+    model = sr_create_model(
+        large_size, num_channels, num_res_blocks, learn_sigma=learn_sigma, class_cond=class_cond,
+        use_checkpoint=use_checkpoint, attention_resolutions=attention_resolutions, num_heads=num_heads,
+        num_head_channels=num_head_channels, num_heads_upsample=num_heads_upsample,
+        use_scale_shift_norm=use_scale_shift_norm, dropout=dropout, resblock_updown=resblock_updown,
+        use_fp16=use_fp16, channel_mult=channel_mult, dims=dims,
+    )
+    diffusion = create_gaussian_diffusion(
+        steps=diffusion_steps, learn_sigma=learn_sigma, noise_schedule=noise_schedule, use_kl=use_kl,
+        predict_xstart=predict_xstart, rescale_timesteps=rescale_timesteps,
+        rescale_learned_sigmas=rescale_learned_sigmas, timestep_respacing=timestep_respacing,
+    )
+    return model, diffusion
+
+
+def sr_create_model(
+    large_size: int,
+    num_channels: int,
+    num_res_blocks: int,
+    *,
+    learn_sigma: bool,
+    class_cond: bool,
+    use_checkpoint: bool,
+    attention_resolutions: str,
+    num_heads: int,
+    num_head_channels: int,
+    num_heads_upsample: int,
+    use_scale_shift_norm: bool,
+    dropout: float,
+    resblock_updown: bool,
+    use_fp16: bool,
+    channel_mult: str = "",
+    dims: int = 3,
+) -> SuperResModel:
+    """The conditional UNet alone (one image channel, plus the conditioning channel)."""
+    if dims not in (2, 3):
+        raise UserError(f"--dims must be 2 or 3, got {dims}")
+    return SuperResModel(
+        in_channels=1,
+        model_channels=num_channels,
+        out_channels=2 if learn_sigma else 1,
+        num_res_blocks=num_res_blocks,
+        attention_resolutions=parse_attention_resolutions(attention_resolutions, large_size),
+        dropout=dropout,
+        channel_mult=parse_channel_mult(channel_mult, large_size),
+        dims=dims,
+        num_classes=None if not class_cond else 1000,
+        use_checkpoint=use_checkpoint,
+        use_fp16=use_fp16,
+        num_heads=num_heads,
+        num_head_channels=num_head_channels,
+        num_heads_upsample=num_heads_upsample,
+        use_scale_shift_norm=use_scale_shift_norm,
+        resblock_updown=resblock_updown,
+    )
+
+
+def create_gaussian_diffusion(
+    *,
+    steps: int = 1000,
+    learn_sigma: bool = False,
+    sigma_small: bool = False,
+    noise_schedule: str = "linear",
+    use_kl: bool = False,
+    predict_xstart: bool = False,
+    rescale_timesteps: bool = False,
+    rescale_learned_sigmas: bool = False,
+    timestep_respacing: str = "",
+) -> SpacedDiffusion:
+    """The diffusion process for the flags; ``timestep_respacing`` empty keeps every step."""
+    try:
+        betas = gd.get_named_beta_schedule(noise_schedule, steps)
+        use_timesteps = space_timesteps(steps, timestep_respacing or [steps])
+    except ValueError as err:
+        raise UserError(f"--noise_schedule/--timestep_respacing: {err}")
+    if use_kl:
+        loss_type = gd.LossType.RESCALED_KL
+    elif rescale_learned_sigmas:
+        loss_type = gd.LossType.RESCALED_MSE
+    else:
+        loss_type = gd.LossType.MSE
+    if learn_sigma:
+        var_type = gd.ModelVarType.LEARNED_RANGE
+    else:
+        var_type = gd.ModelVarType.FIXED_SMALL if sigma_small else gd.ModelVarType.FIXED_LARGE
+    return SpacedDiffusion(
+        use_timesteps,
+        betas=betas,
+        model_mean_type=gd.ModelMeanType.START_X if predict_xstart else gd.ModelMeanType.EPSILON,
+        model_var_type=var_type,
+        loss_type=loss_type,
+        rescale_timesteps=rescale_timesteps,
+    )
+
+
+def str2bool(value: str | bool) -> bool:
+    """True/False, 1/0, yes/no, t/f, y/n (any case) -> bool."""
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in ("true", "t", "yes", "y", "1"):
+        return True
+    if lowered in ("false", "f", "no", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (True/False, 1/0, yes/no), got {value!r}")
+
+
+def add_dict_to_argparser(parser: argparse.ArgumentParser, default_dict: dict) -> None:
+    """Add ``--key`` for every entry, typed by its default (booleans parsed with :func:`str2bool`)."""
+    for key, value in default_dict.items():
+        value_type = type(value) if value is not None else str
+        if isinstance(value, bool):
+            value_type = str2bool
+        parser.add_argument(f"--{key}", default=value, type=value_type)
+
+
+def args_to_dict(args: argparse.Namespace, keys: Iterable[str]) -> dict:
+    """The entries of ``args`` named by ``keys``."""
+    return {k: getattr(args, k) for k in keys}
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML preset (a flat mapping of flag names to values)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        named = Path(__file__).resolve().parent.parent / "configs" / f"{path}.yaml"
+        if named.is_file():
+            path = named
+        else:
+            raise UserError(f"--config {path}: no such file (give a YAML path or a name in configs/)")
+    try:
+        preset = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"--config {path}: not valid YAML ({err})")
+    if not isinstance(preset, dict):
+        raise UserError(f"--config {path}: expected a mapping of flag names to values")
+    return preset
+
+
+def parse_args_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` with an optional ``--config`` preset; explicit flags override the preset.
+
+    The preset's values become the parser's defaults, so they are type-checked
+    like flags; a key that is not a flag of ``parser`` is an error.
+    """
+    if not any(action.dest == "config" for action in parser._actions):
+        parser.add_argument("--config", default="", help="YAML preset of flags (path or name in configs/)")
+    known, _ = parser.parse_known_args(argv)
+    if known.config:
+        try:
+            preset = load_config(known.config)
+        except UserError as err:
+            parser.error(str(err))
+        by_dest = {action.dest: action for action in parser._actions}
+        unknown = sorted(set(preset) - set(by_dest))
+        if unknown:
+            parser.error(f"--config {known.config}: unknown flags {', '.join(unknown)}")
+        for key, value in preset.items():
+            action = by_dest[key]
+            try:
+                parser.set_defaults(**{key: action.type(str(value)) if action.type else value})
+            except (argparse.ArgumentTypeError, ValueError) as err:
+                parser.error(f"--config {known.config}: flag {key}: {err}")
+    return parser.parse_args(argv)
