@@ -1,0 +1,73 @@
+"""The one intensity mapping between SUV and the model's input range.
+
+Training and denoising both call these functions, so the normalisation can
+never differ between the two (the paper clips at SUV 16 and divides by 16).
+All arrays are numpy; shapes are unchanged; outputs are float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import UserError
+
+DEFAULT_SUV_MAX = 16.0
+
+
+def _check_suv_max(suv_max: float) -> float:
+    suv_max = float(suv_max)
+    if not (math.isfinite(suv_max) and suv_max > 0):
+        raise UserError(f"--suv_max must be a positive number, got {suv_max}; the paper uses 16")
+    return suv_max
+
+
+def suv_to_model(suv: np.ndarray, suv_max: float = DEFAULT_SUV_MAX) -> np.ndarray:
+    """Map SUV to the model range [0, 1]: ``clip(suv, 0, suv_max) / suv_max``.
+
+    Args:
+        suv: array of any shape, in SUV.
+        suv_max: SUV mapped to 1; larger values saturate (see :func:`restore_saturated`).
+
+    Returns:
+        float32 array of the same shape, in [0, 1].
+    """
+    suv_max = _check_suv_max(suv_max)
+    return (np.clip(np.asarray(suv, dtype=np.float32), 0.0, suv_max) / np.float32(suv_max)).astype(np.float32)
+
+
+def model_to_suv(x: np.ndarray, suv_max: float = DEFAULT_SUV_MAX) -> np.ndarray:
+    """Map model output back to SUV: ``max(x, 0) * suv_max``.
+
+    Negative outputs are set to 0 because activity cannot be negative; values
+    above 1 are kept (the sampler may overshoot slightly and that is still SUV).
+
+    Returns:
+        float32 array of the same shape as ``x``, in SUV.
+    """
+    suv_max = _check_suv_max(suv_max)
+    return (np.maximum(np.asarray(x, dtype=np.float32), 0.0) * np.float32(suv_max)).astype(np.float32)
+
+
+def restore_saturated(denoised_suv: np.ndarray, input_suv: np.ndarray, suv_max: float = DEFAULT_SUV_MAX) -> np.ndarray:
+    """Put back input voxels above ``suv_max`` that the model could not represent.
+
+    The model only sees ``min(suv, suv_max)``, so bladder, brain or a hot lesion
+    above ``suv_max`` would come out capped near ``suv_max`` and its SUVmax
+    would be silently lost. Those voxels keep the (noisy) input value instead.
+
+    Args:
+        denoised_suv: model result in SUV, shape S.
+        input_suv: the low-dose input in SUV, shape S.
+        suv_max: the value used in :func:`suv_to_model`.
+
+    Returns:
+        float32 array of shape S.
+    """
+    suv_max = _check_suv_max(suv_max)
+    denoised_suv = np.asarray(denoised_suv, dtype=np.float32)
+    input_suv = np.asarray(input_suv, dtype=np.float32)
+    if denoised_suv.shape != input_suv.shape:
+        raise ValueError(f"shapes differ: denoised {denoised_suv.shape} vs input {input_suv.shape}")
+    return np.where(input_suv > suv_max, input_suv, denoised_suv).astype(np.float32)
