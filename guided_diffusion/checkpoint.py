@@ -32,10 +32,13 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise UserError(
-            f"checkpoint {path} needs unpickling of code, which is refused for safety "
-            f"(re-save it as a plain state_dict of tensors): {str(err).splitlines()[0]}"
-        )
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found:
+            raise UserError(
+                f"checkpoint {path} needs unpickling of code ({found.group(1)}), which is refused for safety; "
+                "re-save it as a plain state_dict of tensors"
+            )
+        raise UserError(f"checkpoint {path} is unreadable or corrupt (not a torch file)")
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise UserError(f"checkpoint {path} is unreadable or corrupt: {str(err).splitlines()[0]}")
     if not isinstance(obj, dict):

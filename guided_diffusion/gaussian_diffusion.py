@@ -93,7 +93,7 @@ class GaussianDiffusion:
     """A diffusion process with ``betas`` (float64, length T), and how to read a model's output.
 
     Args:
-        betas: the noise schedule, values in (0, 1].
+        betas: the noise schedule, values in (0, 1).
         model_mean_type / model_var_type / loss_type: see the enums.
         rescale_timesteps: feed the network timesteps scaled to [0, 1000).
         timestep_map: original timestep of each step (respaced processes); identity by default.
@@ -117,8 +117,10 @@ class GaussianDiffusion:
         self.rescale_timesteps = rescale_timesteps
 
         self.betas = np.asarray(betas, dtype=np.float64)
-        if self.betas.ndim != 1 or not ((self.betas > 0) & (self.betas <= 1)).all():
-            raise ValueError("betas must be a 1-D array with values in (0, 1]")
+        if self.betas.ndim != 1 or not ((self.betas > 0) & (self.betas < 1)).all():
+            raise ValueError(
+                "betas must be a 1-D array with values in (0, 1); the linear schedule needs at least 21 steps"
+            )
         self.num_timesteps = len(self.betas)
         self.timestep_map = np.asarray(
             range(self.num_timesteps) if timestep_map is None else timestep_map, dtype=np.int64
@@ -204,7 +206,7 @@ class GaussianDiffusion:
             dict with 'mean', 'variance', 'log_variance', 'pred_xstart', 'model_output'.
         """
         model_kwargs = model_kwargs or {}
-        n, c = x.shape[:2]
+        c = x.shape[1]
         model_output = model(x, self.model_timesteps(t), **model_kwargs)
 
         if self.model_var_type in (ModelVarType.LEARNED, ModelVarType.LEARNED_RANGE):

@@ -27,16 +27,16 @@ CHANNEL_MULT_BY_SIZE = {
 
 def diffusion_defaults() -> dict:
     """Defaults of the diffusion flags."""
-    return dict(
-        learn_sigma=False,
-        diffusion_steps=1000,
-        noise_schedule="linear",
-        timestep_respacing="",
-        use_kl=False,
-        predict_xstart=False,
-        rescale_timesteps=False,
-        rescale_learned_sigmas=False,
-    )
+    return {
+        "learn_sigma": False,
+        "diffusion_steps": 1000,
+        "noise_schedule": "linear",
+        "timestep_respacing": "",
+        "use_kl": False,
+        "predict_xstart": False,
+        "rescale_timesteps": False,
+        "rescale_learned_sigmas": False,
+    }
 
 
 def sr_model_and_diffusion_defaults() -> dict:
@@ -187,11 +187,6 @@ def create_gaussian_diffusion(
     timestep_respacing: str = "",
 ) -> SpacedDiffusion:
     """The diffusion process for the flags; ``timestep_respacing`` empty keeps every step."""
-    try:
-        betas = gd.get_named_beta_schedule(noise_schedule, steps)
-        use_timesteps = space_timesteps(steps, timestep_respacing or [steps])
-    except ValueError as err:
-        raise UserError(f"--noise_schedule/--timestep_respacing: {err}")
     if use_kl:
         loss_type = gd.LossType.RESCALED_KL
     elif rescale_learned_sigmas:
@@ -202,14 +197,17 @@ def create_gaussian_diffusion(
         var_type = gd.ModelVarType.LEARNED_RANGE
     else:
         var_type = gd.ModelVarType.FIXED_SMALL if sigma_small else gd.ModelVarType.FIXED_LARGE
-    return SpacedDiffusion(
-        use_timesteps,
-        betas=betas,
-        model_mean_type=gd.ModelMeanType.START_X if predict_xstart else gd.ModelMeanType.EPSILON,
-        model_var_type=var_type,
-        loss_type=loss_type,
-        rescale_timesteps=rescale_timesteps,
-    )
+    try:
+        return SpacedDiffusion(
+            space_timesteps(steps, timestep_respacing or [steps]),
+            betas=gd.get_named_beta_schedule(noise_schedule, steps),
+            model_mean_type=gd.ModelMeanType.START_X if predict_xstart else gd.ModelMeanType.EPSILON,
+            model_var_type=var_type,
+            loss_type=loss_type,
+            rescale_timesteps=rescale_timesteps,
+        )
+    except ValueError as err:
+        raise UserError(f"--diffusion_steps/--noise_schedule/--timestep_respacing: {err}")
 
 
 def str2bool(value: str | bool) -> bool:

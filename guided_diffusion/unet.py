@@ -17,8 +17,8 @@ import contextlib
 from collections.abc import Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from .nn import avg_pool_nd, conv_nd, maybe_checkpoint, normalization, timestep_embedding, zero_module
 
