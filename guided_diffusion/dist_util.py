@@ -1,0 +1,174 @@
+"""MPI and device helpers: who am I, which device, how to fail together.
+
+Scripts run under ``mpiexec -n N`` or as a plain ``python`` process (one rank).
+Errors follow one rule: problems a user can cause are detected at *agreement
+points* (:func:`agree`), where every rank learns of any rank's error, rank 0
+prints it once and every rank exits with status 1. Anything else that escapes
+(a bug, an out-of-memory) is printed with its traceback by the failing rank,
+which then aborts the whole MPI job, so no rank waits forever.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+
+from .errors import UserError
+
+T = TypeVar("T")
+
+
+class _SingleProcess:
+    """Stands in for ``MPI.COMM_WORLD`` when mpi4py or an MPI runtime is missing."""
+
+    def Get_rank(self) -> int:
+        return 0
+
+    def Get_size(self) -> int:
+        return 1
+
+    def bcast(self, obj: Any, root: int = 0) -> Any:
+        return obj
+
+    def allgather(self, obj: Any) -> list:
+        return [obj]
+
+    def gather(self, obj: Any, root: int = 0) -> list:
+        return [obj]
+
+    def Barrier(self) -> None:
+        pass
+
+    def Abort(self, code: int = 1) -> None:
+        os._exit(code)
+
+
+def _world():
+    try:
+        from mpi4py import MPI
+    except (ImportError, RuntimeError):
+        return _SingleProcess()
+    return MPI.COMM_WORLD
+
+
+COMM = _world()
+
+
+def rank() -> int:
+    return COMM.Get_rank()
+
+
+def world_size() -> int:
+    return COMM.Get_size()
+
+
+def local_rank() -> int:
+    """Rank among the processes on this node (selects the GPU)."""
+    if world_size() == 1:
+        return 0
+    from mpi4py import MPI
+
+    return COMM.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+
+
+def dev() -> torch.device:
+    """This rank's device: GPU ``local_rank % visible GPUs``, or the CPU when there is none."""
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        return torch.device("cuda", local_rank() % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def agree(action: Callable[[], T]) -> T:
+    """Run ``action`` on every rank; if it raised :class:`UserError` on any rank, raise it on all.
+
+    This is a collective call: every rank must reach it. The error raised on
+    all ranks carries the first failing rank's message (prefixed with that rank
+    when it is not rank 0) and is marked ``collective`` so it is printed once.
+    """
+    error: str | None = None
+    result = None
+    try:
+        result = action()
+    except UserError as err:
+        error = str(err)
+    errors = COMM.allgather(error)
+    for source, message in enumerate(errors):
+        if message is not None:
+            prefix = f"rank {source}: " if source else ""
+            collective = UserError(prefix + message)
+            collective.collective = True
+            raise collective
+    return result
+
+
+def from_root(action: Callable[[], T]) -> T:
+    """Run ``action`` on rank 0 only and broadcast its result (or its UserError) to every rank."""
+    outcome: tuple[str, Any] | None = None
+    if rank() == 0:
+        try:
+            outcome = ("ok", action())
+        except UserError as err:
+            outcome = ("error", str(err))
+    outcome = COMM.bcast(outcome, root=0)
+    if outcome[0] == "error":
+        collective = UserError(outcome[1])
+        collective.collective = True
+        raise collective
+    return outcome[1]
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a script's ``main`` with the error rule above and exit with its status."""
+    try:
+        main()
+    except UserError as err:
+        if getattr(err, "collective", False) or world_size() == 1:
+            if rank() == 0:
+                print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(1)
+        # Raised on one rank outside an agreement point: the others cannot know.
+        print(f"error: rank {rank()}: {err}", file=sys.stderr, flush=True)
+        COMM.Abort(1)
+    except KeyboardInterrupt:
+        if world_size() > 1:
+            COMM.Abort(130)
+        sys.exit(130)
+    except Exception:  # noqa: BLE001 - a bug on one rank must end every rank, with its traceback
+        traceback.print_exc()
+        sys.stderr.flush()
+        if world_size() > 1:
+            COMM.Abort(1)
+        sys.exit(1)
+    # Keep ranks together at exit so no rank tears down MPI while others still talk.
+    COMM.Barrier()
+
+
+def init_process_group() -> None:
+    """Initialise ``torch.distributed`` from MPI: NCCL on GPUs, gloo on CPUs.
+
+    Rank 0's host name and a free port are broadcast, so no environment
+    variables need to be set by hand. A single process skips this.
+    """
+    import torch.distributed as dist
+
+    if dist.is_initialized() or world_size() == 1:
+        return
+    spans_nodes = len(set(COMM.allgather(socket.gethostname()))) > 1
+    address, port = None, None
+    if rank() == 0:
+        # Ranks on other hosts must reach rank 0 by its address; on one host, loopback.
+        address = socket.gethostbyname(socket.getfqdn()) if spans_nodes else "127.0.0.1"
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+    address, port = COMM.bcast((address, port), root=0)
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = address, str(port)
+    backend = "nccl" if dev().type == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method="env://", rank=rank(), world_size=world_size())
+
