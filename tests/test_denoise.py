@@ -1,0 +1,115 @@
+"""Whole-volume denoising logic: stitching, noise, sharding, intensity (no MPI launcher)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from guided_diffusion.denoise import PatchingOptions, SamplingOptions, VolumeDenoiser, make_plan, noise_field
+from guided_diffusion.sharding import batches, round_robin
+
+
+class IdentitySampler:
+    """Stands in for the diffusion process: the 'sample' is the conditioning patch itself."""
+
+    num_timesteps = 3
+
+    def ddim_sample_loop_progressive(self, model, shape, noise, model_kwargs, **_):
+        for _ in range(self.num_timesteps):
+            yield {"sample": model_kwargs["low_res"].clone()}
+
+
+class NoiseSampler(IdentitySampler):
+    """The 'sample' is the initial noise, to check how noise reaches the patches."""
+
+    def ddim_sample_loop_progressive(self, model, shape, noise, model_kwargs, **_):
+        yield {"sample": noise.clone()}
+
+
+class Divisor(torch.nn.Module):
+    """Stands in for the UNet: only its parameter device and spatial divisor are used."""
+
+    def __init__(self, divisor: int):
+        super().__init__()
+        self.spatial_divisor = divisor
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+
+@pytest.mark.parametrize("shape", [(37, 45, 70), (5, 7, 3), (33, 16, 97)])
+@pytest.mark.parametrize("overlap", [1, 4, 7])
+@pytest.mark.parametrize("blend", ["linear", "gaussian"])
+def test_identity_model_returns_the_input_exactly(shape, overlap, blend):
+    rng = np.random.default_rng(0)
+    suv = rng.gamma(2.0, 1.5, shape).astype(np.float32)
+    suv.flat[::97] = 25.0  # above suv_max: restored from the input
+    denoiser = VolumeDenoiser(
+        Divisor(4), IdentitySampler(), SamplingOptions(batch_size=3),
+        PatchingOptions(patch_axial=16, max_patch_inplane=16, overlap=overlap, blend=blend), suv_max=16.0,
+    )
+    result = denoiser.denoise(suv, "vol")
+    assert len(denoiser.plan(shape)) > 1 or max(shape) <= 16
+    assert result.mean.shape == shape and result.std is None
+    np.testing.assert_allclose(result.mean, suv, rtol=1e-6, atol=1e-6)
+
+
+def test_saturated_voxels_are_clipped_when_not_kept():
+    suv = np.full((8, 8, 8), 2.0, np.float32)
+    suv[4, 4, 4] = 40.0
+    denoiser = VolumeDenoiser(Divisor(4), IdentitySampler(), SamplingOptions(),
+                              PatchingOptions(patch_axial=8, overlap=2), suv_max=16.0, keep_saturated=False)
+    assert denoiser.denoise(suv, "v").mean[4, 4, 4] == pytest.approx(16.0)
+
+
+def test_patches_start_from_crops_of_one_noise_field_and_batching_does_not_matter():
+    suv = np.ones((12, 12, 30), np.float32)
+    patching = PatchingOptions(patch_axial=12, max_patch_inplane=8, overlap=4)
+    results = [
+        VolumeDenoiser(Divisor(4), NoiseSampler(), SamplingOptions(batch_size=b, seed=5, num_ensemble=2),
+                       patching, suv_max=16.0, keep_saturated=False).denoise(suv, "subject").mean
+        for b in (1, 4)
+    ]
+    np.testing.assert_array_equal(results[0], results[1])
+    plan = make_plan(suv.shape, patching, 4)
+    fields = [noise_field(plan.padded_shape, 5, "subject", m).numpy()[:12, :12, :30] for m in range(2)]
+    # Overlapping patches agree, so the stitched result is the field itself (clamped at 0, in SUV).
+    expected = np.mean([np.maximum(f, 0) * 16.0 for f in fields], axis=0)
+    np.testing.assert_allclose(results[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_noise_depends_on_seed_name_and_member():
+    a = noise_field((4, 4, 4), 0, "a", 0)
+    assert torch.equal(a, noise_field((4, 4, 4), 0, "a", 0))
+    for other in (noise_field((4, 4, 4), 1, "a", 0), noise_field((4, 4, 4), 0, "b", 0),
+                  noise_field((4, 4, 4), 0, "a", 1)):
+        assert not torch.equal(a, other)
+
+
+def test_ensemble_gives_a_standard_deviation():
+    suv = np.ones((8, 8, 8), np.float32)
+    denoiser = VolumeDenoiser(Divisor(4), NoiseSampler(), SamplingOptions(num_ensemble=3),
+                              PatchingOptions(patch_axial=8, overlap=2), suv_max=16.0)
+    result = denoiser.denoise(suv, "v")
+    assert result.std is not None and result.std.shape == suv.shape and result.std.mean() > 1.0
+
+
+def test_plan_respects_network_divisor_and_inplane_cap():
+    plan = make_plan((37, 45, 70), PatchingOptions(patch_axial=32, max_patch_inplane=30, overlap=5), 8)
+    assert plan.patch_size == (24, 24, 32)
+    assert all(s % 8 == 0 for s in plan.padded_shape[:2])
+    whole = make_plan((37, 45, 70), PatchingOptions(patch_axial=96, max_patch_inplane=320, overlap=10), 16)
+    assert whole.patch_size[:2] == (48, 48) and len(whole) == 1
+
+
+def test_round_robin_balances_across_calls():
+    world = 3
+    counts = [0] * world
+    offset = 0
+    for n in (2, 1, 5, 1):
+        shares = round_robin(n, world, offset)
+        assert sorted(i for share in shares for i in share) == list(range(n))
+        for r in range(world):
+            counts[r] += len(shares[r])
+        offset += n
+    assert max(counts) - min(counts) <= 1
+    assert batches([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]

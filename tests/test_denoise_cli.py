@@ -1,0 +1,143 @@
+"""scripts/test.py end to end under mpiexec: same result for any rank count, formats, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from guided_diffusion.script_util import sr_create_model_and_diffusion, sr_model_and_diffusion_defaults
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+MODEL_FLAGS = ["--num_channels", "32", "--num_res_blocks", "1", "--channel_mult", "1,2", "--learn_sigma", "True",
+               "--resblock_updown", "True", "--attention_resolutions", "", "--diffusion_steps", "100"]
+FAST = ["--timestep_respacing", "ddim3", "--patch_axial", "8", "--max_patch_inplane", "8", "--patch_overlap", "3"]
+
+
+def run(args: list[str], ranks: int = 1, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(REPO / "scripts" / "test.py"), *MODEL_FLAGS, *args]
+    if ranks:
+        command = [str(BIN / "mpiexec"), "-n", str(ranks), *command]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=240, cwd=cwd, env=env)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("denoise")
+    flags = dict(sr_model_and_diffusion_defaults())
+    for name, value in zip(MODEL_FLAGS[::2], MODEL_FLAGS[1::2]):
+        key = name[2:]
+        flags[key] = type(flags[key])(value) if not isinstance(flags[key], bool) else value == "True"
+    torch.manual_seed(0)
+    model, _ = sr_create_model_and_diffusion(**flags)
+    for p in model.parameters():  # no zero-initialised layers: the output depends on the input
+        torch.nn.init.normal_(p, std=0.05)
+    torch.save(model.state_dict(), root / "model.pt")
+    rng = np.random.default_rng(1)
+    suv = rng.gamma(2.0, 1.0, (13, 10, 21)).astype(np.float32)
+    affine = np.array([[-2.0, 0, 0, 30], [0, 2.0, 0, -12], [0, 0, 3.0, 7], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(suv, affine), root / "scan.nii.gz")
+    np.savez(root / "scan_npz.npz", arr_0=suv[None], affine=affine)
+    return root
+
+
+def test_same_output_for_1_2_3_ranks_and_any_batch_size(workdir):
+    outputs = []
+    for ranks, batch in ((1, 4), (2, 1), (3, 2)):
+        save = workdir / f"out_{ranks}"
+        result = run(["--model_path", str(workdir / "model.pt"), "--base_samples", str(workdir / "scan.nii.gz"),
+                      "--save_dir", str(save), "--batch_size", str(batch), "--seed", "3", *FAST], ranks=ranks)
+        assert result.returncode == 0, result.stderr
+        image = nib.load(save / "scan_denoised.nii.gz")
+        assert image.shape == (13, 10, 21)
+        np.testing.assert_array_equal(image.affine, nib.load(workdir / "scan.nii.gz").affine)
+        outputs.append(np.asarray(image.dataobj))
+    assert outputs[0].std() > 0
+    for other in outputs[1:]:
+        # In the model's units (SUV / suv_max): batched convolutions may differ in the last float32 bits.
+        np.testing.assert_allclose(other / 16.0, outputs[0] / 16.0, atol=1e-6, rtol=0)
+    sidecar = json.loads((workdir / "out_3" / "scan_denoised.json").read_text())
+    assert sidecar["seed"] == 3 and sidecar["num_ranks"] == 3 and sidecar["patch_plan"]["num_patches"] > 1
+    assert len(sidecar["model_sha256"]) == 64
+
+
+def test_npz_ensemble_keeps_format_and_geometry_and_refuses_to_overwrite(workdir):
+    save = workdir / "out_npz"
+    args = ["--model_path", str(workdir / "model.pt"), "--base_samples", str(workdir / "scan_npz.npz"),
+            "--save_dir", str(save), "--num_ensemble", "2", *FAST]
+    result = run(args, ranks=2)
+    assert result.returncode == 0, result.stderr
+    with np.load(save / "scan_npz_denoised.npz") as f:
+        assert f["arr_0"].shape == (13, 10, 21)
+        np.testing.assert_array_equal(f["affine"], np.load(workdir / "scan_npz.npz")["affine"])
+    with np.load(save / "scan_npz_denoised_std.npz") as f:
+        assert f["arr_0"].shape == (13, 10, 21) and f["arr_0"].max() > 0
+    again = run(args, ranks=0)
+    assert again.returncode != 0 and "--overwrite" in again.stderr
+
+
+def write_bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
+    nan = np.ones((9, 10, 11), np.float32)
+    nan[1, 2, 3] = np.nan
+    np.savez(root / "nan.npz", nan)
+    np.savez(root / "flat.npz", np.ones((5, 6), np.float32))
+    np.savez(root / "zeros.npz", np.zeros((5, 6, 7), np.float32))
+    np.savez(root / "other_key.npz", volume=np.ones((5, 6, 7), np.float32))
+    (root / "corrupt.nii.gz").write_bytes(b"garbage")
+    return {
+        "nan": (root / "nan.npz", "NaN"),
+        "2d": (root / "flat.npz", "3 axes"),
+        "empty": (root / "zeros.npz", "zero"),
+        "key": (root / "other_key.npz", "arr_0"),
+        "corrupt": (root / "corrupt.nii.gz", "corrupt.nii.gz"),
+        "missing": (root / "missing.nii.gz", "missing.nii.gz"),
+    }
+
+
+@pytest.mark.parametrize("case", ["nan", "2d", "empty", "key", "corrupt", "missing"])
+def test_bad_input_one_line_nonzero_exit_nothing_written(workdir, case):
+    path, words = write_bad_inputs(workdir)[case]
+    save = workdir / f"bad_{case}"
+    result = run(["--model_path", str(workdir / "model.pt"), "--base_samples", str(path), "--save_dir", str(save),
+                  *FAST], ranks=2)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and words.lower() in lines[0].lower(), result.stderr
+    assert not save.exists() or not any(save.iterdir())
+
+
+def test_mismatched_checkpoint_and_bad_flag(workdir):
+    save = workdir / "bad_ckpt"
+    result = run(["--model_path", str(workdir / "model.pt"), "--base_samples", str(workdir / "scan.nii.gz"),
+                  "--save_dir", str(save), "--num_channels", "64", *FAST], ranks=2)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0 and len(lines) == 1 and "--num_channels 32" in lines[0]
+    assert not save.exists()
+    result = run(["--model_path", str(workdir / "model.pt"), "--base_samples", str(workdir / "scan.nii.gz"),
+                  "--save_dir", str(save), "--batch_size", "0"], ranks=0)
+    assert result.returncode != 0 and "--batch_size" in result.stderr
+
+
+def test_a_bug_on_one_rank_ends_every_rank(tmp_path):
+    script = tmp_path / "fail_on_rank1.py"
+    script.write_text(
+        "from guided_diffusion import dist_util\n"
+        "def main():\n"
+        "    if dist_util.rank() == 1:\n"
+        "        raise RuntimeError('boom on rank 1')\n"
+        "    dist_util.COMM.bcast(None, root=1)  # rank 0 would wait here forever\n"
+        "dist_util.run_main(main)\n"
+    )
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    result = subprocess.run([str(BIN / "mpiexec"), "-n", "2", sys.executable, str(script)], check=False, capture_output=True,
+                            text=True, timeout=60, env=env)
+    assert result.returncode != 0 and "boom on rank 1" in result.stderr
