@@ -18,7 +18,7 @@ from guided_diffusion.script_util import sr_create_model_and_diffusion, sr_model
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 MODEL_FLAGS = ["--num_channels", "32", "--num_res_blocks", "1", "--channel_mult", "1,2", "--learn_sigma", "True",
-               "--resblock_updown", "True", "--attention_resolutions", "", "--diffusion_steps", "100"]
+               "--resblock_updown", "True", "--attention_resolutions", "1000", "--diffusion_steps", "100"]
 FAST = ["--timestep_respacing", "ddim3", "--patch_axial", "8", "--max_patch_inplane", "8", "--patch_overlap", "3"]
 
 
@@ -141,3 +141,16 @@ def test_a_bug_on_one_rank_ends_every_rank(tmp_path):
     result = subprocess.run([str(BIN / "mpiexec"), "-n", "2", sys.executable, str(script)], check=False, capture_output=True,
                             text=True, timeout=60, env=env)
     assert result.returncode != 0 and "boom on rank 1" in result.stderr
+
+
+def test_launcher_takes_environment_and_passes_arguments_through(workdir):
+    save = workdir / "out_launcher"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{BIN}:{os.environ['PATH']}", "NUM_GPUS": "2",
+           "MODEL_PATH": str(workdir / "model.pt"), "BASE_SAMPLES": str(workdir / "scan.nii.gz"),
+           "SAVE_DIR": str(save), "MODEL_FLAGS": " ".join(MODEL_FLAGS),
+           "DIFFUSION_FLAGS": "--noise_schedule linear"}
+    result = subprocess.run(["bash", str(REPO / "test_DDPM_3d_mpi.sh"), *FAST, "--seed", "3"], check=False,
+                            capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stderr
+    sidecar = json.loads((save / "scan_denoised.json").read_text())
+    assert sidecar["num_ranks"] == 2 and sidecar["flags"]["timestep_respacing"] == "ddim3"
