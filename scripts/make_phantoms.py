@@ -38,6 +38,7 @@ from guided_diffusion.pet.simulation import (
     DEFAULT_FWHM_MM,
     DEFAULT_ITERATIONS,
     DEFAULT_SUBSETS,
+    DEFAULT_TRUES_PER_MM,
     SimulatedSubject,
     dose_label,
     organ_cv,
@@ -57,7 +58,7 @@ def create_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--dose_levels", default=DEFAULT_DOSE_LEVELS,
                         help="comma list of dose fractions, as 1/20 or 0.05; the full dose is always simulated")
     parser.add_argument("--counts", type=float, default=None,
-                        help="full-dose trues per subject (default: 2.5e5 per mm of axial extent)")
+                        help=f"full-dose trues per subject (default: {DEFAULT_TRUES_PER_MM:g} per mm of axial extent)")
     parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help="OSEM iterations")
     parser.add_argument("--subsets", type=int, default=DEFAULT_SUBSETS, help="OSEM subsets (interleaved angles)")
     parser.add_argument("--fwhm_mm", type=float, default=DEFAULT_FWHM_MM, help="Gaussian post-filter FWHM in mm")
