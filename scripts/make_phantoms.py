@@ -11,8 +11,8 @@ acquired and reconstructed at every dose level
 - ``subjectNNN_truth.nii.gz``, ``_labels.nii.gz``, ``_lesions.nii.gz`` and one
   ``manifest.json`` (seeds, settings, organ names, lesions, liver CV per dose).
 
-Dose labels read ``1-20`` for 1/20. Example (one whole-body subject at 4 mm,
-about 20 s on 2 cores)::
+Dose labels read ``1-20`` for 1/20. Example (one whole-body subject at 4 mm, all seven
+doses, about 25 s on 2 cores; 1.65 mm voxels take about 10 minutes and 8 GB)::
 
     python scripts/make_phantoms.py --out_dir data/phantoms --num_subjects 1
 """
