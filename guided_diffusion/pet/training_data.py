@@ -1,0 +1,148 @@
+"""Random training crops of (low dose, full dose) pairs, as a reproducible torch data stream.
+
+Each sample is a crop of ``patch_size`` (X, Y, Z) voxels at the same place in
+both volumes of a pair, mapped with :func:`~guided_diffusion.pet.intensity.suv_to_model`
+and transposed to the network's layout (1, Z, X, Y).
+
+Where crops land: most crops must show body, not air. A crop is accepted when
+at least ``MIN_BODY_FRACTION`` of its full-dose voxels exceed ``BODY_SUV``;
+up to ``MAX_TRIES`` positions are drawn (the last is kept, so a volume without
+body still yields crops). A share ``ANYWHERE_FRACTION`` of crops skips the test,
+so the network also learns the background.
+
+Reproducibility: sample ``i`` of rank ``r`` depends only on ``(seed, r, i)``, not
+on the number of loader workers, so a resumed run that starts at batch ``b``
+sees exactly the crops an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ..errors import UserError
+from .intensity import DEFAULT_SUV_MAX, suv_to_model
+from .training_pairs import CachedPair, Shape3
+
+BODY_SUV = 0.1
+MIN_BODY_FRACTION = 0.2
+ANYWHERE_FRACTION = 0.1
+MAX_TRIES = 16
+# Distinguishes the data stream's seeds from other streams derived from the same --seed.
+DATA_STREAM = 0x5EED_DA7A
+
+
+def parse_patch_size(text: str | int) -> Shape3:
+    """``"96"`` -> (96, 96, 96); ``"96,96,64"`` -> (X, Y, Z) = (96, 96, 64)."""
+    try:
+        sizes = [int(v) for v in str(text).split(",")]
+    except ValueError:
+        sizes = []
+    if len(sizes) == 1:
+        sizes *= 3
+    if len(sizes) != 3 or min(sizes) < 1:
+        raise UserError(f"--patch_size {text!r} must be one positive integer or three (X,Y,Z), e.g. 96 or 96,96,64")
+    return tuple(sizes)  # type: ignore[return-value]
+
+
+def check_patch_fits_network(patch_size: Shape3, divisor: int) -> None:
+    """The network halves X and Y ``log2(divisor)`` times, so both must be multiples of ``divisor``."""
+    if patch_size[0] % divisor or patch_size[1] % divisor:
+        raise UserError(
+            f"--patch_size {','.join(map(str, patch_size))}: X and Y must be multiples of {divisor} for this "
+            "network (2 ** number of down-samplings); Z is free"
+        )
+
+
+def _read_crop(volume: np.ndarray, origin: Sequence[int], size: Shape3) -> np.ndarray:
+    """``volume[origin : origin + size]`` as float32, zero-padded where the volume is smaller."""
+    window = tuple(slice(o, o + s) for o, s in zip(origin, size))
+    crop = np.asarray(volume[window], dtype=np.float32)
+    if crop.shape != size:
+        crop = np.pad(crop, [(0, s - c) for s, c in zip(size, crop.shape)])
+    return crop
+
+
+def draw_crop(
+    low: np.ndarray, full: np.ndarray, patch_size: Shape3, rng: np.random.Generator,
+    flip: bool = False, suv_max: float = DEFAULT_SUV_MAX,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One crop of a pair, mostly on the body (see the module docstring).
+
+    Args:
+        low, full: arrays (X, Y, Z) in SUV of one shape (memory maps are fine: only crops are read).
+        patch_size: crop size (X, Y, Z) in voxels.
+        flip: mirror the crop along X and/or Y, each with probability 1/2.
+        suv_max: SUV mapped to 1.
+
+    Returns:
+        (full, low), each float32 (1, Z, X, Y) in the model's range [0, 1].
+    """
+    highest = [max(v - p, 0) for v, p in zip(full.shape, patch_size)]
+    anywhere = rng.random() < ANYWHERE_FRACTION
+    for _ in range(MAX_TRIES):
+        origin = [int(rng.integers(0, h + 1)) for h in highest]
+        full_crop = _read_crop(full, origin, patch_size)
+        if anywhere or np.mean(full_crop > BODY_SUV) >= MIN_BODY_FRACTION:
+            break
+    low_crop = _read_crop(low, origin, patch_size)
+    axes = [axis for axis in (0, 1) if flip and rng.random() < 0.5]
+    pair = []
+    for crop in (full_crop, low_crop):
+        crop = np.flip(crop, axis=axes) if axes else crop
+        pair.append(np.ascontiguousarray(np.transpose(suv_to_model(crop, suv_max), (2, 0, 1))[None]))
+    return pair[0], pair[1]
+
+
+def sample_rng(seed: int, rank: int, index: int) -> np.random.Generator:
+    """The generator of sample ``index`` of ``rank``'s stream."""
+    return np.random.default_rng([DATA_STREAM, seed, rank, index])
+
+
+class PairCropDataset(IterableDataset):
+    """An endless stream of crops of this rank's pairs, in batch order from ``start_batch``.
+
+    Loader worker ``w`` of ``W`` produces batches ``start_batch + w``,
+    ``start_batch + w + W``, ..., which a ``DataLoader`` (which takes batches from
+    its workers in turn) returns in order. Yields (full (1, Z, X, Y), low (1, Z, X, Y))
+    float32 tensors.
+    """
+
+    def __init__(
+        self, pairs: Sequence[CachedPair], patch_size: Shape3, batch_size: int, *, seed: int, rank: int,
+        start_batch: int = 0, flip: bool = False, suv_max: float = DEFAULT_SUV_MAX,
+    ):
+        if not pairs:
+            raise ValueError("no pairs to draw crops from")
+        self.pairs = list(pairs)
+        self.patch_size = patch_size
+        self.batch_size = batch_size
+        self.seed, self.rank = seed, rank
+        self.start_batch = start_batch
+        self.flip, self.suv_max = flip, suv_max
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        # Opened in the worker: memory maps are not shared across processes.
+        arrays = [pair.open() for pair in self.pairs]
+        batch = self.start_batch + worker
+        while True:
+            for index in range(batch * self.batch_size, (batch + 1) * self.batch_size):
+                yield self.sample(arrays, index)
+            batch += workers
+
+    def sample(self, arrays: Sequence[tuple[np.ndarray, np.ndarray]], index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``index`` of the stream: a pair chosen at random, then a crop of it."""
+        rng = sample_rng(self.seed, self.rank, index)
+        low, full = arrays[int(rng.integers(len(arrays)))]
+        full_crop, low_crop = draw_crop(low, full, self.patch_size, rng, self.flip, self.suv_max)
+        return torch.from_numpy(full_crop), torch.from_numpy(low_crop)
+
+
+def crop_loader(dataset: PairCropDataset, num_workers: int, pin_memory: bool = False) -> DataLoader:
+    """Batches (full (B, 1, Z, X, Y), low (B, 1, Z, X, Y)) of ``dataset``, in order, with ``num_workers`` processes."""
+    return DataLoader(dataset, batch_size=dataset.batch_size, num_workers=num_workers, pin_memory=pin_memory)

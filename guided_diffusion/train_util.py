@@ -1,0 +1,388 @@
+"""The training loop: data-parallel steps, mixed precision, EMA, logging, checkpoints and resuming.
+
+One process per rank (``mpiexec -n N``), one device per rank; with more than
+one rank the network is wrapped in ``DistributedDataParallel``, so every rank
+keeps identical parameters. Each step draws ``batch_size`` crops per rank (the
+global batch is ``batch_size x world_size``), optionally in microbatches whose
+gradients are accumulated.
+
+A checkpoint ``checkpoint_{step:07d}.pt`` (see :mod:`guided_diffusion.train_state`)
+holds ``{"format", "step", "model", "ema": {rate: state_dict}, "optimizer",
+"scaler", "sampler", "rng", "rank_checksums", "flags", "options"}``: ``rng`` has every rank's
+torch / numpy / noise generator states and the data stream position, ``flags``
+every model and diffusion flag (``sr_create_model_and_diffusion(**flags)``
+rebuilds the network), ``options`` the :class:`TrainOptions`. Only tensors,
+numbers, strings and plain containers, so ``torch.load(weights_only=True)``
+reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from . import dist_util
+from .checkpoint import CHECKPOINT_FORMAT, load_model_weights, read_checkpoint
+from .ema import EMA, parse_ema_rates
+from .errors import UserError
+from .gaussian_diffusion import GaussianDiffusion
+from .resample import LossAwareSampler, ScheduleSampler, create_named_schedule_sampler
+from .train_log import ProgressLog
+from .train_state import latest_checkpoint, prune_checkpoints, remove_stale_temporaries, write_checkpoint
+
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Separate the loop's random streams from each other and from the data stream.
+TIMESTEP_STREAM, NOISE_STREAM, TORCH_STREAM = 0x7157, 0x4015E, 0x70C4
+# Differences in these flags do not change the network's weights, so a run may resume with other values.
+RESUMABLE_FLAG_CHANGES = ("use_fp16", "timestep_respacing")
+
+
+@dataclass
+class TrainOptions:
+    """Training flags (the paper's names where it had them) and their defaults.
+
+    ``precision`` "" means fp16 when the model flag ``--use_fp16`` is set, else fp32.
+    ``max_steps`` / ``lr_anneal_steps``: training stops at the smaller of the two
+    that are set (> 0); with ``lr_anneal_steps`` the learning rate falls
+    linearly to 0 at that step. ``keep_last`` 0 keeps every checkpoint.
+    """
+
+    result_folder: str = "results"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 1
+    microbatch: int = -1
+    ema_rate: str = "0.9999"
+    grad_clip: float = 0.0
+    precision: str = ""
+    max_steps: int = 0
+    lr_anneal_steps: int = 0
+    schedule_sampler: str = "uniform"
+    log_interval: int = 10
+    save_interval: int = 10000
+    keep_last: int = 3
+    resume_checkpoint: str = ""
+    init_weights: str = ""
+    val_interval: int = 1000
+    seed: int = 0
+
+    def check(self) -> None:
+        """Raise UserError naming the first bad flag."""
+        positive = {"--batch_size": self.batch_size, "--log_interval": self.log_interval,
+                    "--save_interval": self.save_interval, "--val_interval": self.val_interval}
+        for flag, value in positive.items():
+            if value < 1:
+                raise UserError(f"{flag} must be at least 1, got {value}")
+        if self.microbatch == 0 or self.microbatch < -1:
+            raise UserError(f"--microbatch must be -1 (off) or a positive number of crops, got {self.microbatch}")
+        if not self.lr > 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise UserError("--lr must be positive; --weight_decay and --grad_clip must not be negative")
+        if self.max_steps <= 0 and self.lr_anneal_steps <= 0:
+            raise UserError("set --max_steps and/or --lr_anneal_steps: training would otherwise never stop")
+        if self.keep_last < 0:
+            raise UserError(f"--keep_last must be 0 (keep all) or more, got {self.keep_last}")
+        if self.precision not in ("", *AMP_DTYPES):
+            raise UserError(f"--precision {self.precision!r}: use fp32, bf16 or fp16 (or leave it empty)")
+        if self.schedule_sampler not in ("uniform", "loss-second-moment"):
+            raise UserError(f"--schedule_sampler {self.schedule_sampler!r}: use uniform or loss-second-moment")
+        parse_ema_rates(self.ema_rate)
+
+    @property
+    def stop_step(self) -> int:
+        return min(s for s in (self.max_steps, self.lr_anneal_steps) if s > 0)
+
+
+def train_defaults() -> dict:
+    """Defaults of every training flag (see :class:`TrainOptions`)."""
+    return asdict(TrainOptions())
+
+
+class Evaluator(Protocol):
+    """Scores the network on fixed validation data (e.g. :class:`~guided_diffusion.pet.training_eval.CropEvaluator`)."""
+
+    metric_names: tuple[str, ...]
+
+    def __len__(self) -> int: ...
+
+    def evaluate(self, model: Callable, indices: Iterable[int]) -> list[dict[str, float]]: ...
+
+
+def parameter_checksum(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter's bytes, in order: equal exactly when the parameters are."""
+    digest = hashlib.sha256()
+    for p in model.parameters():
+        digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class TrainLoop:
+    """Train ``model`` on batches from ``data`` until the stop step, then return.
+
+    Args:
+        model: the conditional UNet, called as ``model(x_t, t, low_res=low)``.
+        diffusion: the training process (``training_losses``).
+        data: ``data(start_batch)`` -> iterable of (full, low) batches, each (B, 1, Z, X, Y)
+            in the model range, starting at this rank's batch ``start_batch``.
+        options: training flags.
+        flags: every model and diffusion flag, stored in checkpoints.
+        evaluator: validation run every ``options.val_interval`` steps with the first EMA weights.
+
+    During training the loop's precision (``torch.amp``) is in charge: the
+    network's own inference autocast (``use_fp16``) is switched off.
+    """
+
+    def __init__(
+        self, *, model: torch.nn.Module, diffusion: GaussianDiffusion,
+        data: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]],
+        options: TrainOptions, flags: dict, evaluator: Evaluator | None = None,
+    ):
+        dist_util.agree(options.check)
+        self.options, self.flags = options, dict(flags)
+        self.diffusion, self.data, self.evaluator = diffusion, data, evaluator
+        self.device = dist_util.dev()
+        self.rank, self.world_size = dist_util.rank(), dist_util.world_size()
+        self.folder = Path(options.result_folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.precision = options.precision or ("fp16" if flags.get("use_fp16") else "fp32")
+        self.model = model.to(self.device)
+        if hasattr(self.model, "use_fp16"):
+            self.model.use_fp16 = False
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.sampler: ScheduleSampler = create_named_schedule_sampler(options.schedule_sampler, diffusion)
+        self.rates = parse_ema_rates(options.ema_rate)
+
+        resume = dist_util.from_root(self._resume_path)
+        self.step = dist_util.agree(lambda: self._start(resume))
+        if self.rank == 0:
+            remove_stale_temporaries(self.folder)
+        self.ddp_model = self.model
+        if self.world_size > 1:
+            dist_util.init_process_group()
+            self.ddp_model = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
+            )
+        self.eval_model = copy.deepcopy(self.model).eval() if evaluator is not None else None
+        columns = evaluator.metric_names if evaluator is not None else ()
+        self.log = ProgressLog(self.folder / "progress.csv", columns, start_step=self.step)
+
+    # -- start: fresh, fine-tuned or resumed ---------------------------------
+
+    def _resume_path(self) -> Path | None:
+        if self.options.resume_checkpoint:
+            return Path(self.options.resume_checkpoint)
+        return latest_checkpoint(self.folder)
+
+    def _start(self, resume: Path | None) -> int:
+        """Restore ``resume`` or initialise (``--init_weights``); return the step to continue from."""
+        if resume is None:
+            if self.options.init_weights:
+                if not Path(self.options.init_weights).is_file():
+                    raise UserError(f"--init_weights {self.options.init_weights} does not exist")
+                load_model_weights(self.model, self.options.init_weights)
+            self.ema = EMA(self.model, self.rates)
+            self._seed_generators(step=0)
+            return 0
+        if not resume.is_file():
+            raise UserError(f"--resume_checkpoint {resume} does not exist")
+        ckpt = read_checkpoint(resume)
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise UserError(f"--resume_checkpoint {resume} is a plain state_dict, not a training checkpoint; "
+                            "start from its weights with --init_weights instead")
+        self._check_flags(ckpt["flags"], resume)
+        self.model.load_state_dict(ckpt["model"])
+        self.ema = EMA(self.model, self.rates)
+        for rate in self.rates:
+            if rate in ckpt["ema"]:
+                self.ema.load(rate, ckpt["ema"][rate])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        for group in self.opt.param_groups:
+            group["weight_decay"] = self.options.weight_decay
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        # A schedule sampler's state is its numpy arrays (see save()).
+        for name, value in ckpt.get("sampler", {}).items():
+            setattr(self.sampler, name, value.numpy().copy())
+        step = int(ckpt["step"])
+        ranks = ckpt["rng"]["ranks"]
+        if len(ranks) == self.world_size:
+            self._restore_generators(ranks[self.rank])
+        else:
+            self._seed_generators(step)
+        if self.rank == 0:
+            tqdm.write(f"resuming from {resume} at step {step}")
+        return step
+
+    def _check_flags(self, stored: dict, path: Path) -> None:
+        differ = [f"--{k} {stored.get(k)!r} (now {v!r})" for k, v in self.flags.items()
+                  if k not in RESUMABLE_FLAG_CHANGES and stored.get(k) != v]
+        if differ:
+            raise UserError(f"{path} was trained with {', '.join(differ)}; pass the same model/diffusion flags "
+                            "to resume, or choose a new --result_folder")
+
+    # -- random streams ----------------------------------------------------------
+
+    def _seed_generators(self, step: int) -> None:
+        """Per-rank streams from (seed, rank, step); step > 0 only when resuming with another number of ranks."""
+        def entropy(stream: int) -> list[int]:
+            return [stream, self.options.seed, self.rank, step]
+
+        self.timestep_rng = np.random.default_rng(entropy(TIMESTEP_STREAM))
+        self.noise_gen = torch.Generator(self.device)
+        self.noise_gen.manual_seed(int(np.random.SeedSequence(entropy(NOISE_STREAM)).generate_state(1)[0]))
+        # Dropout draws from torch's global generator.
+        torch.manual_seed(int(np.random.SeedSequence(entropy(TORCH_STREAM)).generate_state(1)[0]))
+
+    def _capture_generators(self) -> dict:
+        state = {"torch": torch.get_rng_state(), "timesteps": self.timestep_rng.bit_generator.state,
+                 "noise": self.noise_gen.get_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _restore_generators(self, state: dict) -> None:
+        self.timestep_rng = np.random.default_rng()
+        self.timestep_rng.bit_generator.state = state["timesteps"]
+        self.noise_gen = torch.Generator(self.device)
+        self.noise_gen.set_state(state["noise"])
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], self.device)
+
+    # -- the loop ------------------------------------------------------------
+
+    def run_loop(self) -> None:
+        """Train from the current step to the stop step, logging, validating and saving on the way."""
+        options, stop = self.options, self.options.stop_step
+        if self.rank == 0:
+            params = sum(p.numel() for p in self.model.parameters())
+            tqdm.write(
+                f"training {params:,} parameters on {self.world_size} rank(s) ({self.device}, {self.precision}); "
+                f"global batch {options.batch_size} x {self.world_size} = {options.batch_size * self.world_size}; "
+                f"steps {self.step} -> {stop}"
+            )
+        if self.step >= stop:
+            return
+        batches = iter(self.data(self.step))
+        bar = tqdm(total=stop, initial=self.step, disable=self.rank != 0, desc="training", dynamic_ncols=True)
+        since, steps_since = time.perf_counter(), 0
+        while self.step < stop:
+            full, low = next(batches)
+            self.run_step(full.to(self.device), low.to(self.device))
+            self.step += 1
+            steps_since += 1
+            bar.update(1)
+            validate = self.evaluator is not None and (self.step % options.val_interval == 0 or self.step == stop)
+            if validate or self.step % options.log_interval == 0 or self.step == stop:
+                elapsed = time.perf_counter() - since
+                samples = options.batch_size * self.world_size
+                values = {"samples": self.step * samples, "samples_per_s": steps_since * samples / elapsed}
+                if validate:
+                    values.update(self.validate())
+                self.log.write(self.step, values)
+                since, steps_since = time.perf_counter(), 0
+            if self.step % options.save_interval == 0 or self.step == stop:
+                self.save()
+        bar.close()
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of step ``step`` (0-based): constant, or falling linearly to 0 at ``lr_anneal_steps``."""
+        if self.options.lr_anneal_steps <= 0:
+            return self.options.lr
+        return self.options.lr * (1.0 - step / self.options.lr_anneal_steps)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        dtype = AMP_DTYPES[self.precision]
+        return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+    def _forward(self, x_t: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
+        with self._autocast():
+            return self.ddp_model(x_t, t, **kwargs).float()
+
+    def run_step(self, full: torch.Tensor, low: torch.Tensor) -> None:
+        """One optimiser step on a batch (B, 1, Z, X, Y), in microbatches if asked."""
+        batch = full.shape[0]
+        size = self.options.microbatch if self.options.microbatch > 0 else batch
+        starts = range(0, batch, size)
+        self.opt.zero_grad(set_to_none=True)
+        for start in starts:
+            last = start + size >= batch
+            x, cond = full[start:start + size], low[start:start + size]
+            t, weights = self.sampler.sample(len(x), self.device, self.timestep_rng)
+            noise = torch.randn(x.shape, generator=self.noise_gen, device=self.device)
+            # Gradients are averaged across ranks once, after the last microbatch.
+            sync = contextlib.nullcontext() if last or self.ddp_model is self.model else self.ddp_model.no_sync()
+            with sync:
+                losses = self.diffusion.training_losses(self._forward, x, t, model_kwargs={"low_res": cond},
+                                                        noise=noise)
+                if isinstance(self.sampler, LossAwareSampler):
+                    self.sampler.update_with_local_losses(t, losses["loss"].detach())
+                # Each microbatch's share of the batch mean, so the summed gradient equals the full batch's.
+                loss = (losses["loss"] * weights).sum() / batch
+                self.scaler.scale(loss).backward()
+            self.log.add_losses(losses, t, self.diffusion.num_timesteps)
+        self.scaler.unscale_(self.opt)
+        # max_norm inf measures without clipping.
+        max_norm = self.options.grad_clip if self.options.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        lr = self.lr_at(self.step)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.ema.update(self.model)
+        self.log.add("grad_norm", grad_norm.item())
+        self.log.add("lr", lr)
+
+    # -- validation and checkpoints ------------------------------------------
+
+    def validate(self) -> dict[str, float]:
+        """Mean validation scores of the first EMA weights over every crop (crops shared among ranks)."""
+        self.eval_model.load_state_dict(self.ema.state_dict(self.model, self.rates[0]))
+
+        def forward(x_t: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
+            with self._autocast():
+                return self.eval_model(x_t, t, **kwargs).float()
+
+        with torch.no_grad():
+            mine = self.evaluator.evaluate(forward, range(self.rank, len(self.evaluator), self.world_size))
+        scores = [s for part in dist_util.COMM.allgather(mine) for s in part]
+        return {name: float(np.mean([s[name] for s in scores])) for name in self.evaluator.metric_names}
+
+    def save(self) -> None:
+        """Write the checkpoint and EMA files of this step (rank 0), then prune old ones. A collective."""
+        generators = dist_util.COMM.gather(self._capture_generators(), root=0)
+        # Every rank's parameters must be identical (DDP); a record of it, checked here and by tests.
+        checksums = dist_util.COMM.gather(parameter_checksum(self.model), root=0)
+        if self.rank != 0:
+            return
+        if len(set(checksums)) > 1:
+            tqdm.write(f"warning: step {self.step}: parameters differ between ranks ({checksums})")
+        emas = {rate: self.ema.state_dict(self.model, rate) for rate in self.rates}
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "ema": emas,
+            "optimizer": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": {k: torch.from_numpy(v.copy()) for k, v in vars(self.sampler).items()
+                        if isinstance(v, np.ndarray)},
+            "rng": {"ranks": generators, "data": {"seed": self.options.seed, "next_batch": self.step}},
+            "rank_checksums": checksums,
+            "flags": self.flags,
+            "options": asdict(self.options),
+        }
+        write_checkpoint(self.folder, self.step, state, emas)
+        prune_checkpoints(self.folder, self.options.keep_last)

@@ -1,0 +1,107 @@
+"""Train the 3D conditional diffusion model on pairs of low-dose / full-dose PET volumes.
+
+    mpiexec -n N python scripts/train.py --config paper --data_dir data/train \
+        --result_folder results/train --batch_size 1 --max_steps 400000
+
+Pairs are found recursively in --data_dir (see docs/training.md); random crops of
+--patch_size feed one process per GPU. Checkpoints, EMA weights and progress.csv
+go to --result_folder; a run started again with the same folder resumes from its
+newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from guided_diffusion import dist_util
+from guided_diffusion.errors import UserError
+from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX, suv_to_model
+from guided_diffusion.pet.training_data import (
+    PairCropDataset,
+    check_patch_fits_network,
+    crop_loader,
+    parse_patch_size,
+)
+from guided_diffusion.pet.training_eval import CropEvaluator
+from guided_diffusion.pet.training_pairs import find_pairs, prepare_pairs, shard
+from guided_diffusion.script_util import (
+    add_dict_to_argparser,
+    args_to_dict,
+    create_gaussian_diffusion,
+    parse_args_with_config,
+    sr_create_model_and_diffusion,
+    sr_model_and_diffusion_defaults,
+)
+from guided_diffusion.train_util import TrainLoop, TrainOptions, train_defaults
+
+
+def create_argparser() -> argparse.ArgumentParser:
+    defaults = {
+        "data_dir": "",
+        "val_dir": "",
+        "data_cache": "",
+        "patch_size": "96,96,96",
+        "flip": False,
+        "num_workers": 2,
+        "suv_max": DEFAULT_SUV_MAX,
+        "val_crops": 4,
+        "val_respacing": "ddim10",
+    }
+    defaults.update(train_defaults())
+    defaults.update(sr_model_and_diffusion_defaults())
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dict_to_argparser(parser, defaults)
+    return parser
+
+
+def check_flags(args: argparse.Namespace, options: TrainOptions) -> tuple[int, int, int]:
+    """Refuse flags that cannot work, naming the flag; return the patch size (X, Y, Z)."""
+    if not args.data_dir:
+        raise UserError("--data_dir is required: the folder holding the training pairs")
+    if args.dims != 3:
+        raise UserError(f"--dims {args.dims}: training takes 3D crops; use --dims 3")
+    if args.num_workers < 0 or args.val_crops < 1:
+        raise UserError("--num_workers must be >= 0 and --val_crops >= 1")
+    suv_to_model(np.zeros(1), args.suv_max)  # raises the shared --suv_max message
+    options.check()
+    return parse_patch_size(args.patch_size)
+
+
+def main() -> None:
+    args = parse_args_with_config(create_argparser())
+    options = TrainOptions(**args_to_dict(args, train_defaults().keys()))
+    patch = dist_util.agree(lambda: check_flags(args, options))
+    flags = args_to_dict(args, sr_model_and_diffusion_defaults().keys())
+    # The same initial weights for any number of ranks (DDP also broadcasts rank 0's).
+    torch.manual_seed(args.seed)
+    model, diffusion = dist_util.agree(lambda: sr_create_model_and_diffusion(**flags))
+    dist_util.agree(lambda: check_patch_fits_network(patch, model.spatial_divisor))
+
+    rank, world_size = dist_util.rank(), dist_util.world_size()
+    cache = Path(args.data_cache or Path(args.result_folder) / "data_cache")
+    pairs = dist_util.agree(lambda: prepare_pairs(shard(find_pairs(args.data_dir), rank, world_size), cache, patch))
+
+    evaluator = None
+    if args.val_dir:
+        val_pairs = dist_util.agree(lambda: prepare_pairs(find_pairs(args.val_dir, "--val_dir"), cache, patch))
+        val_diffusion = dist_util.agree(lambda: create_gaussian_diffusion(
+            steps=args.diffusion_steps, learn_sigma=args.learn_sigma, noise_schedule=args.noise_schedule,
+            use_kl=args.use_kl, predict_xstart=args.predict_xstart, rescale_timesteps=args.rescale_timesteps,
+            rescale_learned_sigmas=args.rescale_learned_sigmas, timestep_respacing=args.val_respacing,
+        ))
+        evaluator = CropEvaluator(val_pairs, val_diffusion, patch, args.val_crops, dist_util.dev(), args.suv_max)
+
+    def data(start_batch: int) -> torch.utils.data.DataLoader:
+        dataset = PairCropDataset(pairs, patch, args.batch_size, seed=args.seed, rank=rank,
+                                  start_batch=start_batch, flip=args.flip, suv_max=args.suv_max)
+        return crop_loader(dataset, args.num_workers, pin_memory=dist_util.dev().type == "cuda")
+
+    TrainLoop(model=model, diffusion=diffusion, data=data, options=options, flags=flags, evaluator=evaluator).run_loop()
+
+
+if __name__ == "__main__":
+    dist_util.run_main(main)

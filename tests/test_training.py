@@ -1,0 +1,174 @@
+"""The training loop on one process: learning, resuming, checkpoints, stopping, fine-tuning, validation, errors."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+from training_helpers import TINY_NET, TRAIN, run_train, write_bad, write_npz_pair
+
+from guided_diffusion.checkpoint import load_model_weights, read_checkpoint
+from guided_diffusion.errors import UserError
+from guided_diffusion.pet.training_data import PairCropDataset, crop_loader
+from guided_diffusion.pet.training_eval import CropEvaluator
+from guided_diffusion.pet.training_pairs import find_pairs, prepare_pairs
+from guided_diffusion.script_util import (
+    add_dict_to_argparser,
+    args_to_dict,
+    create_gaussian_diffusion,
+    parse_args_with_config,
+    sr_create_model_and_diffusion,
+    sr_model_and_diffusion_defaults,
+)
+from guided_diffusion.train_util import TrainLoop, TrainOptions
+
+PATCH = (8, 8, 8)
+
+
+def tiny_flags() -> dict:
+    parser = argparse.ArgumentParser()
+    add_dict_to_argparser(parser, sr_model_and_diffusion_defaults())
+    parser.add_argument("--patch_size")
+    return args_to_dict(parse_args_with_config(parser, TINY_NET), sr_model_and_diffusion_defaults().keys())
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pairs")
+    write_npz_pair(folder / "a.npz", shape=(8, 8, 8))
+    return prepare_pairs(find_pairs(folder), folder / "cache", PATCH)
+
+
+def train(pairs, folder, evaluator=None, **options) -> TrainLoop:
+    """Train a fresh tiny network (seed 0) with ``options``; return the finished loop."""
+    options = TrainOptions(result_folder=str(folder), **{"batch_size": 2, "log_interval": 1, **options})
+    flags = tiny_flags()
+    torch.manual_seed(options.seed)
+    model, diffusion = sr_create_model_and_diffusion(**flags)
+
+    def data(start_batch):
+        dataset = PairCropDataset(pairs, PATCH, options.batch_size, seed=options.seed, rank=0, start_batch=start_batch)
+        return crop_loader(dataset, num_workers=0)
+
+    loop = TrainLoop(model=model, diffusion=diffusion, data=data, options=options, flags=flags, evaluator=evaluator)
+    loop.run_loop()
+    return loop
+
+
+def progress(folder) -> list[dict]:
+    with open(folder / "progress.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def column(rows, name) -> np.ndarray:
+    return np.array([float(r[name]) for r in rows])
+
+
+def test_overfits_one_pair(pairs, tmp_path):
+    train(pairs, tmp_path, batch_size=4, lr=1e-3, max_steps=40, log_interval=10, save_interval=100)
+    loss = column(progress(tmp_path), "mse")
+    assert loss[-1] < 0.2 * loss[0], loss
+
+
+def test_interrupted_run_resumes_to_the_same_losses(pairs, tmp_path):
+    options = {"max_steps": 12, "save_interval": 3, "schedule_sampler": "loss-second-moment"}
+    train(pairs, tmp_path / "straight", **options)
+    train(pairs, tmp_path / "resumed", **{**options, "max_steps": 6})
+    # A save killed half-way leaves only a temporary file; it must not be picked up.
+    (tmp_path / "resumed" / ".checkpoint_0000009.pt.x1y2.tmp.pt").write_bytes(b"partial")
+    loop = train(pairs, tmp_path / "resumed", **options)
+    assert loop.step == 12
+    straight, resumed = progress(tmp_path / "straight"), progress(tmp_path / "resumed")
+    assert [r["step"] for r in resumed] == [str(s) for s in range(1, 13)]
+    np.testing.assert_allclose(column(resumed, "loss"), column(straight, "loss"), rtol=1e-5)
+    assert not list((tmp_path / "resumed").glob(".checkpoint_*"))
+    # keep_last 3: the newest three steps remain, with their EMA files.
+    assert sorted(p.name for p in (tmp_path / "resumed").glob("*.pt")) == [
+        f"{kind}_{step:07d}.pt" for kind in ("checkpoint", "ema_0.9999") for step in (6, 9, 12)]
+
+
+def test_checkpoint_loads_into_a_model_built_from_its_flags(pairs, tmp_path):
+    train(pairs, tmp_path, max_steps=2, ema_rate="0.99,0.9")
+    path = tmp_path / "checkpoint_0000002.pt"
+    ckpt = read_checkpoint(path)  # weights_only=True
+    assert ckpt["step"] == 2 and set(ckpt["ema"]) == {"0.99", "0.9"}
+    for weights in ("ema", "ema:0.9", "model"):
+        model, _ = sr_create_model_and_diffusion(**ckpt["flags"])
+        load_model_weights(model, path, weights=weights)
+    model, _ = sr_create_model_and_diffusion(**ckpt["flags"])
+    load_model_weights(model, tmp_path / "ema_0.9_0000002.pt")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in ckpt["ema"]["0.9"].items())
+
+
+def test_lr_anneal_stops_the_run_and_ramps_down(pairs, tmp_path):
+    loop = train(pairs, tmp_path, lr=1e-3, lr_anneal_steps=4, max_steps=100)
+    assert loop.step == 4
+    np.testing.assert_allclose(column(progress(tmp_path), "lr"), [1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    with pytest.raises(UserError, match="never stop"):
+        TrainOptions().check()
+
+
+def test_microbatches_give_the_full_batch_gradient(pairs, tmp_path):
+    whole = train(pairs, tmp_path / "whole", batch_size=4, max_steps=1)
+    split = train(pairs, tmp_path / "split", batch_size=4, microbatch=3, max_steps=1)
+    for a, b in zip(whole.model.parameters(), split.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_fine_tuning_starts_from_init_weights(pairs, tmp_path):
+    train(pairs, tmp_path / "base", max_steps=1, log_interval=1)
+    released = tmp_path / "base" / "ema_0.9999_0000001.pt"
+    loop = train(pairs, tmp_path / "tuned", max_steps=1, init_weights=str(released), lr=1e-12)
+    state = torch.load(released, weights_only=True)
+    torch.testing.assert_close(loop.model.state_dict(), state, rtol=0, atol=1e-9)
+    with pytest.raises(UserError, match="does not fit the model"):
+        torch.save({"input_blocks.0.0.weight": torch.zeros(1)}, tmp_path / "bad.pt")
+        train(pairs, tmp_path / "bad", max_steps=1, init_weights=str(tmp_path / "bad.pt"))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_runs(pairs, tmp_path, precision):
+    loop = train(pairs, tmp_path, max_steps=2, precision=precision)
+    assert np.isfinite(column(progress(tmp_path), "loss")).all()
+    assert loop.scaler.is_enabled() == (precision == "fp16")
+
+
+def test_validation_scores_are_logged(pairs, tmp_path):
+    evaluator = CropEvaluator(pairs, create_gaussian_diffusion(steps=1000, learn_sigma=True, timestep_respacing="ddim2"),
+                              PATCH, num_crops=2, device=torch.device("cpu"))
+    train(pairs, tmp_path, evaluator=evaluator, max_steps=2, val_interval=1)
+    rows = progress(tmp_path)
+    assert np.isfinite(column(rows, "val_psnr")).all() and (column(rows, "val_ssim") <= 1).all()
+    low = column(rows, "val_psnr_low")
+    assert low[0] == low[1] > 10  # the low-dose baseline does not depend on the network
+
+
+def test_script_keeps_the_paper_flag_names():
+    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    flags = {a.dest for a in script.create_argparser()._actions}
+    paper = {"data_dir", "result_folder", "lr", "batch_size", "microbatch", "ema_rate", "log_interval", "save_interval",
+             "resume_checkpoint", "use_fp16", "lr_anneal_steps", "weight_decay", "schedule_sampler"}
+    assert paper | set(sr_model_and_diffusion_defaults()) <= flags
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("empty", "no training pairs found"),
+    ("wrong shape", "needs (2, X, Y, Z)"),
+    ("mismatched pair", "must share one grid"),
+    ("NaN", "NaN or infinite"),
+])
+def test_script_refuses_bad_data_with_one_line(tmp_path, kind, message):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_bad(data, kind)
+    result = run_train([*TINY_NET, "--data_dir", str(data), "--result_folder", str(tmp_path / "run"),
+                        "--max_steps", "2", "--num_workers", "0"], timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
