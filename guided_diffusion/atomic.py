@@ -36,10 +36,19 @@ def atomic_path(target: str | os.PathLike, overwrite: bool = True) -> Iterator[P
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp creates 0600 files; give the result the usual permissions for new files.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    """The process's file-creation mask (reading it requires setting it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(target: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = True) -> Path:
