@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import nrmse, psnr, ssim
+from .metrics import nrmse, psnr, roi_stats, ssim
 
 
 def quality_table(candidates: dict[str, np.ndarray], full: np.ndarray, mask: np.ndarray | None = None) -> dict:
@@ -25,4 +25,25 @@ def quality_table(candidates: dict[str, np.ndarray], full: np.ndarray, mask: np.
         if mask is not None:
             row["psnr_body"] = psnr(image, full, mask=mask)
         table[name] = row
+    return table
+
+
+def lesion_quantitation(images: dict[str, np.ndarray], lesions: np.ndarray) -> dict:
+    """Lesion SUVmax and SUVmean of each image, averaged over the lesions.
+
+    Args:
+        images: name -> (X, Y, Z) SUV volume.
+        lesions: (X, Y, Z) integer map, lesion i > 0 where ``lesions == i``.
+
+    Returns:
+        ``{"num_lesions": n, name: {"suv_max": ..., "suv_mean": ...}, ...}`` (means over lesions).
+    """
+    ids = [int(i) for i in np.unique(lesions) if i]
+    table: dict = {"num_lesions": len(ids)}
+    if not ids:
+        return table
+    for name, image in images.items():
+        stats = [roi_stats(image, lesions == i) for i in ids]
+        table[name] = {"suv_max": float(np.mean([s["max"] for s in stats])),
+                       "suv_mean": float(np.mean([s["mean"] for s in stats]))}
     return table
