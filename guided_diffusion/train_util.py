@@ -314,24 +314,27 @@ class TrainLoop:
         """One optimiser step on a batch (B, 1, Z, X, Y), in microbatches if asked."""
         batch = full.shape[0]
         size = self.options.microbatch if self.options.microbatch > 0 else batch
-        starts = range(0, batch, size)
+        # Drawn for the whole batch, so --microbatch changes memory use, not the run.
+        t, weights = self.sampler.sample(batch, self.device, self.timestep_rng)
+        noise = torch.randn(full.shape, generator=self.noise_gen, device=self.device)
         self.opt.zero_grad(set_to_none=True)
-        for start in starts:
-            last = start + size >= batch
-            x, cond = full[start:start + size], low[start:start + size]
-            t, weights = self.sampler.sample(len(x), self.device, self.timestep_rng)
-            noise = torch.randn(x.shape, generator=self.noise_gen, device=self.device)
+        parts = []
+        for start in range(0, batch, size):
+            part = slice(start, start + size)
             # Gradients are averaged across ranks once, after the last microbatch.
+            last = start + size >= batch
             sync = contextlib.nullcontext() if last or self.ddp_model is self.model else self.ddp_model.no_sync()
             with sync:
-                losses = self.diffusion.training_losses(self._forward, x, t, model_kwargs={"low_res": cond},
-                                                        noise=noise)
-                if isinstance(self.sampler, LossAwareSampler):
-                    self.sampler.update_with_local_losses(t, losses["loss"].detach())
+                losses = self.diffusion.training_losses(self._forward, full[part], t[part], noise=noise[part],
+                                                        model_kwargs={"low_res": low[part]})
                 # Each microbatch's share of the batch mean, so the summed gradient equals the full batch's.
-                loss = (losses["loss"] * weights).sum() / batch
+                loss = (losses["loss"] * weights[part]).sum() / batch
                 self.scaler.scale(loss).backward()
-            self.log.add_losses(losses, t, self.diffusion.num_timesteps)
+            parts.append({k: v.detach() for k, v in losses.items()})
+        losses = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        if isinstance(self.sampler, LossAwareSampler):
+            self.sampler.update_with_local_losses(t, losses["loss"])
+        self.log.add_losses(losses, t, self.diffusion.num_timesteps)
         self.scaler.unscale_(self.opt)
         # max_norm inf measures without clipping.
         max_norm = self.options.grad_clip if self.options.grad_clip > 0 else float("inf")

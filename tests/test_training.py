@@ -11,6 +11,7 @@ import pytest
 import torch
 from training_helpers import TINY_NET, TRAIN, run_train, write_bad, write_npz_pair
 
+from guided_diffusion import dist_util
 from guided_diffusion.checkpoint import load_model_weights, read_checkpoint
 from guided_diffusion.errors import UserError
 from guided_diffusion.pet.training_data import PairCropDataset, crop_loader
@@ -115,8 +116,11 @@ def test_lr_anneal_stops_the_run_and_ramps_down(pairs, tmp_path):
 def test_microbatches_give_the_full_batch_gradient(pairs, tmp_path):
     whole = train(pairs, tmp_path / "whole", batch_size=4, max_steps=1)
     split = train(pairs, tmp_path / "split", batch_size=4, microbatch=3, max_steps=1)
+    np.testing.assert_allclose(column(progress(tmp_path / "split"), "loss"), column(progress(tmp_path / "whole"), "loss"),
+                               rtol=1e-5)
     for a, b in zip(whole.model.parameters(), split.model.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        # Gradients, not parameters: Adam's first step moves each weight by lr * sign(grad).
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-5 * float(a.grad.abs().max()))
 
 
 def test_fine_tuning_starts_from_init_weights(pairs, tmp_path):
@@ -124,7 +128,7 @@ def test_fine_tuning_starts_from_init_weights(pairs, tmp_path):
     released = tmp_path / "base" / "ema_0.9999_0000001.pt"
     loop = train(pairs, tmp_path / "tuned", max_steps=1, init_weights=str(released), lr=1e-12)
     state = torch.load(released, weights_only=True)
-    torch.testing.assert_close(loop.model.state_dict(), state, rtol=0, atol=1e-9)
+    torch.testing.assert_close({k: v.cpu() for k, v in loop.model.state_dict().items()}, state, rtol=0, atol=1e-9)
     with pytest.raises(UserError, match="does not fit the model"):
         torch.save({"input_blocks.0.0.weight": torch.zeros(1)}, tmp_path / "bad.pt")
         train(pairs, tmp_path / "bad", max_steps=1, init_weights=str(tmp_path / "bad.pt"))
@@ -139,7 +143,7 @@ def test_mixed_precision_runs(pairs, tmp_path, precision):
 
 def test_validation_scores_are_logged(pairs, tmp_path):
     evaluator = CropEvaluator(pairs, create_gaussian_diffusion(steps=1000, learn_sigma=True, timestep_respacing="ddim2"),
-                              PATCH, num_crops=2, device=torch.device("cpu"))
+                              PATCH, num_crops=2, device=dist_util.dev())
     train(pairs, tmp_path, evaluator=evaluator, max_steps=2, val_interval=1)
     rows = progress(tmp_path)
     assert np.isfinite(column(rows, "val_psnr")).all() and (column(rows, "val_ssim") <= 1).all()
