@@ -196,6 +196,8 @@ class TrainLoop:
             return 0
         if not resume.is_file():
             raise UserError(f"--resume_checkpoint {resume} does not exist")
+        if self.options.init_weights and self.rank == 0:
+            tqdm.write(f"--init_weights is ignored: resuming the run in {resume}")
         ckpt = read_checkpoint(resume)
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise UserError(f"--resume_checkpoint {resume} is a plain state_dict, not a training checkpoint; "
@@ -206,14 +208,17 @@ class TrainLoop:
         for rate in self.rates:
             if rate in ckpt["ema"]:
                 self.ema.load(rate, ckpt["ema"][rate])
+            elif self.rank == 0:
+                tqdm.write(f"EMA rate {rate} is not in {resume}; its average starts from the current weights")
         self.opt.load_state_dict(ckpt["optimizer"])
         for group in self.opt.param_groups:
             group["weight_decay"] = self.options.weight_decay
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         # A schedule sampler's state is its numpy arrays (see save()).
-        for name, value in ckpt.get("sampler", {}).items():
-            setattr(self.sampler, name, value.numpy().copy())
+        if ckpt["options"]["schedule_sampler"] == self.options.schedule_sampler:
+            for name, value in ckpt["sampler"].items():
+                setattr(self.sampler, name, value.numpy().copy())
         step = int(ckpt["step"])
         ranks = ckpt["rng"]["ranks"]
         if len(ranks) == self.world_size:
