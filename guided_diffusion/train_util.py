@@ -352,7 +352,7 @@ class TrainLoop:
             group["lr"] = lr
         self.scaler.step(self.opt)
         self.scaler.update()
-        self.ema.update(self.model)
+        self.ema.update(self.model, self.step + 1)
         self.log.add("grad_norm", grad_norm.item())
         self.log.add("lr", lr)
 
