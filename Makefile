@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; pinned so pip does not pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv test lint demo clean-demo
+.PHONY: venv test lint demo
 
 venv: $(VENV)/.installed
 
@@ -20,6 +20,10 @@ $(VENV)/.installed: setup.py
 
 test: venv
 	$(PY) -m pytest -q tests
+
+# Simulated subject -> denoised volume, uncertainty, figure and metrics in results/demo/.
+demo: venv
+	$(PY) scripts/demo.py --out_dir results/demo
 
 lint: venv
 	$(VENV)/bin/ruff check .

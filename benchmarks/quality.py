@@ -34,7 +34,7 @@ from guided_diffusion.script_util import (
 def create_argparser() -> argparse.ArgumentParser:
     defaults = {"model_path": "", "seeds": "5000,5001,5002", "dose": 0.05, "voxel_size": 4.0,
                 "axial_extent_mm": 0.0, "num_ensemble": 2, "batch_size": 4, "patch_axial": 64,
-                "max_patch_inplane": 320, "patch_overlap": 8, "out": ""}
+                "max_patch_inplane": 320, "patch_overlap": 8, "start_timestep": 0, "out": ""}
     defaults.update(sr_model_and_diffusion_defaults())
     defaults["timestep_respacing"] = "ddim10"
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,11 +44,13 @@ def create_argparser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = parse_args_with_config(create_argparser())
-    model, diffusion = sr_create_model_and_diffusion(**args_to_dict(args, sr_model_and_diffusion_defaults().keys()))
+    model, diffusion = sr_create_model_and_diffusion(
+        **args_to_dict(args, sr_model_and_diffusion_defaults().keys()), start_timestep=args.start_timestep)
     load_model_weights(model, args.model_path)
     model.to(dist_util.dev()).eval()
     denoiser = VolumeDenoiser(
-        model, diffusion, SamplingOptions(batch_size=args.batch_size, num_ensemble=args.num_ensemble),
+        model, diffusion, SamplingOptions(batch_size=args.batch_size, num_ensemble=args.num_ensemble,
+                                         warm_start=args.start_timestep > 0),
         PatchingOptions(patch_axial=args.patch_axial, max_patch_inplane=args.max_patch_inplane,
                         overlap=args.patch_overlap), suv_max=16.0)
     rows = []

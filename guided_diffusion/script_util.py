@@ -114,8 +114,12 @@ def sr_create_model_and_diffusion(
     use_fp16: bool,
     channel_mult: str = "",
     dims: int = 3,
+    start_timestep: int = 0,
 ) -> tuple[SuperResModel, SpacedDiffusion]:
-    """Build the conditional UNet and its diffusion process from the paper's flags."""
+    """Build the conditional UNet and its diffusion process from the paper's flags.
+
+    ``start_timestep`` is a sampling option (see :func:`create_gaussian_diffusion`).
+    """
     del small_size  # the conditioning volume has the same size as the output in denoising
     model = sr_create_model(
         large_size, num_channels, num_res_blocks, learn_sigma=learn_sigma, class_cond=class_cond,
@@ -128,6 +132,7 @@ def sr_create_model_and_diffusion(
         steps=diffusion_steps, learn_sigma=learn_sigma, noise_schedule=noise_schedule, use_kl=use_kl,
         predict_xstart=predict_xstart, rescale_timesteps=rescale_timesteps,
         rescale_learned_sigmas=rescale_learned_sigmas, timestep_respacing=timestep_respacing,
+        start_timestep=start_timestep,
     )
     return model, diffusion
 
@@ -185,8 +190,17 @@ def create_gaussian_diffusion(
     rescale_timesteps: bool = False,
     rescale_learned_sigmas: bool = False,
     timestep_respacing: str = "",
+    start_timestep: int = 0,
 ) -> SpacedDiffusion:
-    """The diffusion process for the flags; ``timestep_respacing`` empty keeps every step."""
+    """The diffusion process for the flags; ``timestep_respacing`` empty keeps every step.
+
+    ``start_timestep`` > 0 keeps only steps 0..start_timestep (respaced within
+    that range), for samplers that start from a diffused initial estimate
+    instead of pure noise (see ``denoise.SamplingOptions.warm_start``).
+    """
+    if not 0 <= start_timestep < steps:
+        raise UserError(f"--start_timestep must be in [0, {steps}), got {start_timestep}")
+    span = start_timestep + 1 if start_timestep else steps
     if use_kl:
         loss_type = gd.LossType.RESCALED_KL
     elif rescale_learned_sigmas:
@@ -199,7 +213,7 @@ def create_gaussian_diffusion(
         var_type = gd.ModelVarType.FIXED_SMALL if sigma_small else gd.ModelVarType.FIXED_LARGE
     try:
         return SpacedDiffusion(
-            space_timesteps(steps, timestep_respacing or [steps]),
+            space_timesteps(span, timestep_respacing or [span]),
             betas=gd.get_named_beta_schedule(noise_schedule, steps),
             model_mean_type=gd.ModelMeanType.START_X if predict_xstart else gd.ModelMeanType.EPSILON,
             model_var_type=var_type,

@@ -77,6 +77,7 @@ def create_argparser() -> argparse.ArgumentParser:
         "clip_denoised": True,
         "use_ddim": True,
         "ddim_eta": 0.0,
+        "start_timestep": 0,
         "seed": 0,
         "num_ensemble": 1,
         "npz_key": "",
@@ -145,7 +146,8 @@ def main() -> None:
     survey = dist_util.from_root(lambda: survey_inputs(args))
 
     def build():
-        model, diffusion = sr_create_model_and_diffusion(**args_to_dict(args, sr_model_and_diffusion_defaults().keys()))
+        model, diffusion = sr_create_model_and_diffusion(
+            **args_to_dict(args, sr_model_and_diffusion_defaults().keys()), start_timestep=args.start_timestep)
         load_model_weights(model, args.model_path, weights=args.weights)
         return model.to(dist_util.dev()).eval(), diffusion
 
@@ -153,7 +155,8 @@ def main() -> None:
     model_sha = dist_util.from_root(lambda: sha256(args.model_path))
 
     sampling = SamplingOptions(use_ddim=args.use_ddim, eta=args.ddim_eta, clip_denoised=args.clip_denoised,
-                               batch_size=args.batch_size, seed=args.seed, num_ensemble=args.num_ensemble)
+                               batch_size=args.batch_size, seed=args.seed, num_ensemble=args.num_ensemble,
+                               warm_start=args.start_timestep > 0)
     patching = PatchingOptions(patch_axial=args.patch_axial, max_patch_inplane=args.max_patch_inplane,
                                overlap=args.patch_overlap, blend=args.blend)
     denoiser = VolumeDenoiser(model, diffusion, sampling, patching, args.suv_max, args.keep_saturated)

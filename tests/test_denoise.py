@@ -113,3 +113,28 @@ def test_round_robin_balances_across_calls():
         offset += n
     assert max(counts) - min(counts) <= 1
     assert batches([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]
+
+
+class WarmNoiseSampler(NoiseSampler):
+    """Returns its start; diffusion maths of a real process truncated at step 10."""
+
+    def __init__(self):
+        from guided_diffusion.script_util import create_gaussian_diffusion
+
+        self.process = create_gaussian_diffusion(steps=100, start_timestep=10, timestep_respacing="5")
+        self.num_timesteps = self.process.num_timesteps
+        self.q_sample = self.process.q_sample
+
+
+def test_warm_start_begins_from_the_diffused_low_dose():
+    sampler = WarmNoiseSampler()
+    assert list(sampler.process.timestep_map) == [0, 2, 5, 8, 10]
+    suv = np.random.default_rng(0).gamma(2.0, 1.0, (8, 8, 12)).astype(np.float32)
+    patching = PatchingOptions(patch_axial=8, max_patch_inplane=8, overlap=4)
+    result = VolumeDenoiser(Divisor(4), sampler, SamplingOptions(seed=2, warm_start=True), patching, suv_max=16.0,
+                            keep_saturated=False).denoise(suv, "w").mean
+    plan = make_plan(suv.shape, patching, 4)
+    field = noise_field(plan.padded_shape, 2, "w", 0).numpy()[:8, :8, :12]
+    abar = sampler.process.alphas_cumprod[-1]
+    expected = np.maximum(np.sqrt(abar) * suv / 16.0 + np.sqrt(1 - abar) * field, 0) * 16.0
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)

@@ -70,3 +70,10 @@ def test_channel_mult_rules():
 def test_bad_respacing_is_a_user_error():
     with pytest.raises(UserError, match="timestep_respacing"):
         create_gaussian_diffusion(steps=1000, timestep_respacing="ddim999")
+
+
+def test_start_timestep_truncates_the_process():
+    process = create_gaussian_diffusion(steps=1000, timestep_respacing="ddim10", start_timestep=100)
+    assert list(process.timestep_map) == list(range(0, 100, 11))
+    with pytest.raises(UserError, match="--start_timestep"):
+        create_gaussian_diffusion(steps=1000, start_timestep=1000)
