@@ -108,7 +108,7 @@ def _validated(data: np.ndarray, source: Path) -> np.ndarray:
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise UserError(
             f"{source}: {int(bad.sum())} voxels are NaN or infinite (first at index {where}); "
-            "fix or mask them (e.g. set them to 0) before denoising"
+            "fix or mask them (e.g. set them to 0) in the input file"
         )
     if not data.any():
         raise UserError(f"{source}: every voxel is zero; check that this is the right file")
