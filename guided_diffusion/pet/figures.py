@@ -55,7 +55,10 @@ def demo_figure(
     if std is not None:
         columns.append(("Uncertainty (SD)", std, "viridis", float(np.percentile(std, 99.9)) or 1.0))
     aspect = voxel_size[2] / voxel_size[0]
-    fig, axes = plt.subplots(2, len(columns), figsize=(3.2 * len(columns), 7.5), squeeze=False)
+    # Panel height follows the coronal image's shape (Z by X, in mm), so no space is wasted.
+    height_per_width = (full.shape[2] * voxel_size[2]) / (full.shape[0] * voxel_size[0])
+    fig, axes = plt.subplots(2, len(columns), figsize=(3.2 * len(columns), 2 * (2.6 * height_per_width + 0.7)),
+                             squeeze=False)
     for col, (title, volume, cmap, top) in enumerate(columns):
         for row, (label, image) in enumerate((("coronal", _coronal(volume, y_index)), ("MIP", _coronal_mip(volume)))):
             ax = axes[row, col]
