@@ -168,21 +168,30 @@ class VolumeDenoiser:
         gathered = dist_util.COMM.gather(results, root=0)
         if dist_util.rank() != 0:
             return None
-        blenders = [PatchBlender(plan, self.patching.blend) for _ in range(self.sampling.num_ensemble)]
+        by_member: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(self.sampling.num_ensemble)]
         for rank_results in gathered:
             for job, patch in rank_results:
                 member, box = divmod(job, len(plan))
-                blenders[member].add(box, patch)
-        samples = []
-        for blender in blenders:
+                by_member[member].append((box, patch))
+        # One member stitched at a time, summed into running moments: rank 0 holds
+        # a single blender whatever the ensemble size (whole-body volumes are large).
+        total = np.zeros(suv.shape, np.float64)
+        total_sq = np.zeros(suv.shape, np.float64)
+        for patches in by_member:
+            blender = PatchBlender(plan, self.patching.blend)
+            for box, patch in patches:
+                blender.add(box, patch)
+            patches.clear()
             denoised = model_to_suv(blender.result(), self.suv_max)
             if self.keep_saturated:
                 denoised = restore_saturated(denoised, suv, self.suv_max)
-            samples.append(denoised)
-        stack = np.stack(samples)
-        std = stack.std(axis=0, ddof=1).astype(np.float32) if len(samples) > 1 else None
+            total += denoised
+            total_sq += np.square(denoised, dtype=np.float64)
+        k = self.sampling.num_ensemble
+        mean = total / k
+        std = np.sqrt(np.maximum(total_sq - k * mean**2, 0) / (k - 1)).astype(np.float32) if k > 1 else None
         timings = {"sample_s": sampled - start, "stitch_s": time.perf_counter() - sampled}
-        return VolumeResult(mean=stack.mean(axis=0).astype(np.float32), std=std, timings=timings)
+        return VolumeResult(mean=mean.astype(np.float32), std=std, timings=timings)
 
     def _sample_jobs(self, jobs: list[int], plan: PatchPlan, cond: np.ndarray, name: str):
         """Sample this rank's jobs (index = member * len(plan) + box); returns [(job, (X,Y,Z) patch)]."""

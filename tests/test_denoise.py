@@ -85,12 +85,16 @@ def test_noise_depends_on_seed_name_and_member():
         assert not torch.equal(a, other)
 
 
-def test_ensemble_gives_a_standard_deviation():
+def test_ensemble_mean_and_standard_deviation_match_the_members():
     suv = np.ones((8, 8, 8), np.float32)
-    denoiser = VolumeDenoiser(Divisor(4), NoiseSampler(), SamplingOptions(num_ensemble=3),
-                              PatchingOptions(patch_axial=8, overlap=2), suv_max=16.0)
+    patching = PatchingOptions(patch_axial=8, overlap=2)
+    denoiser = VolumeDenoiser(Divisor(4), NoiseSampler(), SamplingOptions(num_ensemble=3, seed=4), patching,
+                              suv_max=16.0, keep_saturated=False)
     result = denoiser.denoise(suv, "v")
-    assert result.std is not None and result.std.shape == suv.shape and result.std.mean() > 1.0
+    padded = make_plan(suv.shape, patching, 4).padded_shape
+    members = np.stack([np.maximum(noise_field(padded, 4, "v", m).numpy()[:8, :8, :8], 0) * 16.0 for m in range(3)])
+    np.testing.assert_allclose(result.mean, members.mean(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(result.std, members.std(axis=0, ddof=1), rtol=1e-4, atol=1e-4)
 
 
 def test_plan_respects_network_divisor_and_inplane_cap():
