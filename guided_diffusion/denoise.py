@@ -196,16 +196,17 @@ class VolumeDenoiser:
     def _sample_jobs(self, jobs: list[int], plan: PatchPlan, cond: np.ndarray, name: str):
         """Sample this rank's jobs (index = member * len(plan) + box); returns [(job, (X,Y,Z) patch)]."""
         boxes = plan.boxes
-        fields: dict[int, torch.Tensor] = {}
+        # Jobs come in increasing order, member by member: one whole-volume field in memory at a time.
+        field_member, field = -1, None
         results = []
         for batch in batches(jobs, self.sampling.batch_size):
             conds, noises, generators = [], [], []
             for job in batch:
                 member, box = divmod(job, len(plan))
-                if member not in fields:
-                    fields[member] = noise_field(plan.padded_shape, self.sampling.seed, name, member)
+                if member != field_member:
+                    field_member, field = member, noise_field(plan.padded_shape, self.sampling.seed, name, member)
                 conds.append(_to_network(cond[boxes[box]]))
-                noises.append(_to_network(fields[member][boxes[box]]))
+                noises.append(_to_network(field[boxes[box]]))
                 generator = torch.Generator(self.device)
                 generator.manual_seed(_seed(self.sampling.seed, name_key(name), member, box, 1))
                 generators.append(generator)
