@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
-from training_helpers import TINY_NET, TRAIN, run_train, write_bad, write_npz_pair
+from training_helpers import REPO, TINY_NET, TRAIN, run_train, write_bad, write_npz_pair
 
 from guided_diffusion import dist_util
 from guided_diffusion.checkpoint import load_model_weights, read_checkpoint
@@ -176,3 +178,22 @@ def test_script_refuses_bad_data_with_one_line(tmp_path, kind, message):
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_training_checkpoint_is_accepted_by_the_denoising_script(tmp_path):
+    write_npz_pair(tmp_path / "data" / "pair.npz")
+    result = run_train([*TINY_NET, "--data_dir", str(tmp_path / "data"), "--result_folder", str(tmp_path / "run"),
+                        "--max_steps", "2", "--batch_size", "1", "--num_workers", "0"])
+    assert result.returncode == 0, result.stderr
+    low = np.load(tmp_path / "data" / "pair.npz")["arr_0"][0]
+    np.savez(tmp_path / "scan.npz", arr_0=low)
+    for model_path in ("checkpoint_0000002.pt", "ema_0.9999_0000002.pt"):
+        save = tmp_path / f"out_{model_path[:3]}"
+        denoise = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "test.py"), "--config", "tiny", "--channel_mult", "1,2",
+             "--model_path", str(tmp_path / "run" / model_path), "--base_samples", str(tmp_path / "scan.npz"),
+             "--save_dir", str(save), "--timestep_respacing", "ddim2", "--patch_axial", "8", "--patch_overlap", "2"],
+            check=False, capture_output=True, text=True, timeout=120)
+        assert denoise.returncode == 0, denoise.stderr
+        with np.load(save / "scan_denoised.npz") as f:
+            assert f["arr_0"].shape == low.shape and np.isfinite(f["arr_0"]).all()
