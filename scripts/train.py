@@ -50,6 +50,7 @@ def create_argparser() -> argparse.ArgumentParser:
         "suv_max": DEFAULT_SUV_MAX,
         "val_crops": 4,
         "val_respacing": "ddim10",
+        "val_start_timestep": 0,
     }
     defaults.update(train_defaults())
     defaults.update(sr_model_and_diffusion_defaults())
@@ -92,8 +93,10 @@ def main() -> None:
             steps=args.diffusion_steps, learn_sigma=args.learn_sigma, noise_schedule=args.noise_schedule,
             use_kl=args.use_kl, predict_xstart=args.predict_xstart, rescale_timesteps=args.rescale_timesteps,
             rescale_learned_sigmas=args.rescale_learned_sigmas, timestep_respacing=args.val_respacing,
+            start_timestep=args.val_start_timestep,
         ))
-        evaluator = CropEvaluator(val_pairs, val_diffusion, patch, args.val_crops, dist_util.dev(), args.suv_max)
+        evaluator = CropEvaluator(val_pairs, val_diffusion, patch, args.val_crops, dist_util.dev(), args.suv_max,
+                                  warm_start=args.val_start_timestep > 0)
 
     def data(start_batch: int) -> torch.utils.data.DataLoader:
         dataset = PairCropDataset(pairs, patch, args.batch_size, seed=args.seed, rank=rank,

@@ -197,3 +197,18 @@ def test_training_checkpoint_is_accepted_by_the_denoising_script(tmp_path):
         assert denoise.returncode == 0, denoise.stderr
         with np.load(save / "scan_denoised.npz") as f:
             assert f["arr_0"].shape == low.shape and np.isfinite(f["arr_0"]).all()
+
+
+def test_validation_with_a_warm_start_begins_at_the_low_dose(pairs):
+    def zero_noise_model(x_t, t, low_res):  # predicts no noise: x_0 is x_t rescaled
+        return torch.zeros_like(x_t)
+
+    scores = {}
+    for start in (0, 1):
+        process = create_gaussian_diffusion(steps=1000, timestep_respacing="2", start_timestep=start)
+        evaluator = CropEvaluator(pairs, process, PATCH, num_crops=1, device=torch.device("cpu"),
+                                  warm_start=start > 0)
+        scores[start] = evaluator.evaluate(zero_noise_model, [0])[0]
+    # From step 1 the result is the low dose plus noise of SD 0.015; from pure noise it is noise.
+    assert scores[1]["val_psnr_low"] - 6 < scores[1]["val_psnr"] < scores[1]["val_psnr_low"]
+    assert scores[0]["val_psnr"] < scores[1]["val_psnr"] - 10

@@ -36,19 +36,22 @@ class CropEvaluator:
         diffusion: the (respaced) process to sample with, e.g. ``ddim10``.
         patch_size: crop size (X, Y, Z).
         device: where the network runs.
+        warm_start: start from the low-dose crop diffused to the process's last step
+            (with a process truncated by ``start_timestep``), as ``scripts/test.py --start_timestep``.
     """
 
     metric_names = METRICS
 
     def __init__(
         self, pairs: Sequence[CachedPair], diffusion: GaussianDiffusion, patch_size: Shape3, num_crops: int,
-        device: torch.device, suv_max: float = DEFAULT_SUV_MAX,
+        device: torch.device, suv_max: float = DEFAULT_SUV_MAX, warm_start: bool = False,
     ):
         rng = np.random.default_rng(VAL_SEED)
         arrays = [pair.open() for pair in pairs]
         self.crops = [draw_crop(*arrays[i % len(arrays)], patch_size, rng, suv_max=suv_max) for i in range(num_crops)]
         self.diffusion = diffusion
         self.device = device
+        self.warm_start = warm_start
         self.low_scores = [_scores(low[0], full[0]) for full, low in self.crops]
 
     def __len__(self) -> int:
@@ -63,10 +66,13 @@ class CropEvaluator:
         for i in indices:
             full, low = self.crops[i]
             shape = (1, *full.shape)
-            noise = torch.randn(shape, generator=torch.Generator().manual_seed(VAL_SEED + i))
+            noise = torch.randn(shape, generator=torch.Generator().manual_seed(VAL_SEED + i)).to(self.device)
+            condition = torch.from_numpy(low[None]).to(self.device)
+            if self.warm_start:
+                last = torch.full((1,), self.diffusion.num_timesteps - 1, device=self.device)
+                noise = self.diffusion.q_sample(condition, last, noise)
             sample = self.diffusion.ddim_sample_loop(
-                model, shape, noise=noise.to(self.device), clip_denoised=True, device=self.device,
-                model_kwargs={"low_res": torch.from_numpy(low[None]).to(self.device)},
+                model, shape, noise=noise, clip_denoised=True, device=self.device, model_kwargs={"low_res": condition},
             )
             denoised = sample[0, 0].float().cpu().numpy()
             results.append(dict(zip(METRICS, (*_scores(denoised, full[0]), *self.low_scores[i]))))
