@@ -27,6 +27,13 @@ class ScheduleSampler(ABC):
     def weights(self) -> np.ndarray:
         """Unnormalised positive weights, one per diffusion step (float64, length T)."""
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint must keep to resume the sampler (tensors only; empty when stateless)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
     def sample(
         self, batch_size: int, device: torch.device | str, generator: np.random.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,6 +101,13 @@ class LossSecondMomentResampler(LossAwareSampler):
         w = np.sqrt(np.mean(self._history**2, axis=-1))
         w /= w.sum()
         return w * (1 - self.uniform_prob) + self.uniform_prob / len(w)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"history": torch.from_numpy(self._history.copy()), "counts": torch.from_numpy(self._counts.copy())}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._history = state["history"].numpy().astype(np.float64)
+        self._counts = state["counts"].numpy().astype(np.int64)
 
     def update_with_all_losses(self, ts: list[int], losses: list[float]) -> None:
         for t, loss in zip(ts, losses):

@@ -218,10 +218,8 @@ class TrainLoop:
             group["weight_decay"] = self.options.weight_decay
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
-        # A schedule sampler's state is its numpy arrays (see save()).
         if ckpt["options"]["schedule_sampler"] == self.options.schedule_sampler:
-            for name, value in ckpt["sampler"].items():
-                setattr(self.sampler, name, value.numpy().copy())
+            self.sampler.load_state_dict(ckpt["sampler"])
         step = int(ckpt["step"])
         ranks = ckpt["rng"]["ranks"]
         if len(ranks) == self.world_size:
@@ -388,8 +386,7 @@ class TrainLoop:
             "ema": emas,
             "optimizer": self.opt.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "sampler": {k: torch.from_numpy(v.copy()) for k, v in vars(self.sampler).items()
-                        if isinstance(v, np.ndarray)},
+            "sampler": self.sampler.state_dict(),
             "rng": {"ranks": generators, "data": {"seed": self.options.seed, "next_batch": self.step}},
             "rank_checksums": checksums,
             "flags": self.flags,

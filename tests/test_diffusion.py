@@ -185,3 +185,14 @@ def test_tiny_network_overfits_one_pair():
         optimiser.step()
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0]
+
+
+def test_schedule_sampler_state_round_trip():
+    diffusion = create_gaussian_diffusion(steps=50, timestep_respacing="10")
+    sampler = LossSecondMomentResampler(diffusion)
+    for _ in range(sampler.history_per_term):
+        sampler.update_with_local_losses(torch.arange(10), torch.linspace(0.1, 10.0, 10))
+    restored = LossSecondMomentResampler(diffusion)
+    restored.load_state_dict(sampler.state_dict())
+    np.testing.assert_array_equal(restored.weights(), sampler.weights())
+    assert UniformSampler(diffusion).state_dict() == {}
