@@ -213,8 +213,7 @@ class VolumeDenoiser:
             low = torch.stack(conds).to(self.device)
             noise = torch.stack(noises).to(self.device)
             if self.sampling.warm_start:
-                last = torch.full((len(batch),), self.diffusion.num_timesteps - 1, device=self.device)
-                noise = self.diffusion.q_sample(low, last, noise)
+                noise = self.diffusion.warm_start(low, noise)
             samples = self._sample(low, noise, generators)
             results += [(job, _from_network(sample)) for job, sample in zip(batch, samples)]
         return results

@@ -127,7 +127,7 @@ class WarmNoiseSampler(NoiseSampler):
 
         self.process = create_gaussian_diffusion(steps=100, start_timestep=10, timestep_respacing="5")
         self.num_timesteps = self.process.num_timesteps
-        self.q_sample = self.process.q_sample
+        self.warm_start = self.process.warm_start
 
 
 def test_warm_start_begins_from_the_diffused_low_dose():

@@ -69,8 +69,7 @@ class CropEvaluator:
             noise = torch.randn(shape, generator=torch.Generator().manual_seed(VAL_SEED + i)).to(self.device)
             condition = torch.from_numpy(low[None]).to(self.device)
             if self.warm_start:
-                last = torch.full((1,), self.diffusion.num_timesteps - 1, device=self.device)
-                noise = self.diffusion.q_sample(condition, last, noise)
+                noise = self.diffusion.warm_start(condition, noise)
             sample = self.diffusion.ddim_sample_loop(
                 model, shape, noise=noise, clip_denoised=True, device=self.device, model_kwargs={"low_res": condition},
             )
