@@ -179,6 +179,16 @@ def sr_create_model(
     )
 
 
+def diffusion_from_flags(flags: dict, **overrides) -> SpacedDiffusion:
+    """The diffusion process named by the diffusion flags in ``flags`` (extra keys ignored).
+
+    ``overrides`` replace flags or add sampling options, e.g.
+    ``timestep_respacing="ddim10", start_timestep=100``.
+    """
+    options = {key: flags[key] for key in diffusion_defaults()} | overrides
+    return create_gaussian_diffusion(steps=options.pop("diffusion_steps"), **options)
+
+
 def create_gaussian_diffusion(
     *,
     steps: int = 1000,

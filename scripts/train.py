@@ -31,7 +31,7 @@ from guided_diffusion.pet.training_pairs import find_pairs, prepare_pairs, shard
 from guided_diffusion.script_util import (
     add_dict_to_argparser,
     args_to_dict,
-    create_gaussian_diffusion,
+    diffusion_from_flags,
     parse_args_with_config,
     sr_create_model_and_diffusion,
     sr_model_and_diffusion_defaults,
@@ -89,12 +89,8 @@ def main() -> None:
     evaluator = None
     if args.val_dir:
         val_pairs = dist_util.agree(lambda: prepare_pairs(find_pairs(args.val_dir, "--val_dir"), cache, patch))
-        val_diffusion = dist_util.agree(lambda: create_gaussian_diffusion(
-            steps=args.diffusion_steps, learn_sigma=args.learn_sigma, noise_schedule=args.noise_schedule,
-            use_kl=args.use_kl, predict_xstart=args.predict_xstart, rescale_timesteps=args.rescale_timesteps,
-            rescale_learned_sigmas=args.rescale_learned_sigmas, timestep_respacing=args.val_respacing,
-            start_timestep=args.val_start_timestep,
-        ))
+        val_diffusion = dist_util.agree(lambda: diffusion_from_flags(
+            flags, timestep_respacing=args.val_respacing, start_timestep=args.val_start_timestep))
         evaluator = CropEvaluator(val_pairs, val_diffusion, patch, args.val_crops, dist_util.dev(), args.suv_max,
                                   warm_start=args.val_start_timestep > 0)
 

@@ -10,6 +10,7 @@ from guided_diffusion.errors import UserError
 from guided_diffusion.script_util import (
     add_dict_to_argparser,
     create_gaussian_diffusion,
+    diffusion_from_flags,
     parse_args_with_config,
     parse_channel_mult,
     sr_model_and_diffusion_defaults,
@@ -77,3 +78,10 @@ def test_start_timestep_truncates_the_process():
     assert list(process.timestep_map) == list(range(0, 100, 11))
     with pytest.raises(UserError, match="--start_timestep"):
         create_gaussian_diffusion(steps=1000, start_timestep=1000)
+
+
+def test_diffusion_from_flags_applies_overrides():
+    flags = {**sr_model_and_diffusion_defaults(), "learn_sigma": True, "num_channels": 8}
+    process = diffusion_from_flags(flags, timestep_respacing="ddim10", start_timestep=100)
+    assert len(process.timestep_map) == 10 and max(process.timestep_map) <= 100
+    assert process.model_var_type.name == "LEARNED_RANGE"
