@@ -97,13 +97,9 @@ def agree(action: Callable[[], T]) -> T:
         result = action()
     except UserError as err:
         error = str(err)
-    errors = COMM.allgather(error)
-    for source, message in enumerate(errors):
+    for source, message in enumerate(COMM.allgather(error)):
         if message is not None:
-            prefix = f"rank {source}: " if source else ""
-            collective = UserError(prefix + message)
-            collective.collective = True
-            raise collective
+            raise _collective_error(f"rank {source}: {message}" if source else message)
     return result
 
 
@@ -117,10 +113,15 @@ def from_root(action: Callable[[], T]) -> T:
             outcome = ("error", str(err))
     outcome = COMM.bcast(outcome, root=0)
     if outcome[0] == "error":
-        collective = UserError(outcome[1])
-        collective.collective = True
-        raise collective
+        raise _collective_error(outcome[1])
     return outcome[1]
+
+
+def _collective_error(message: str) -> UserError:
+    """A UserError known to every rank, so :func:`run_main` prints it once."""
+    error = UserError(message)
+    error.collective = True
+    return error
 
 
 def run_main(main: Callable[[], None]) -> None:
