@@ -145,10 +145,18 @@ class VolumeDenoiser:
     def plan(self, shape: tuple[int, int, int]) -> PatchPlan:
         return make_plan(shape, self.patching, self.model.spatial_divisor)
 
-    def my_job_count(self, shape: tuple[int, int, int], offset: int) -> int:
-        """How many (member, patch) jobs this rank gets for a volume, given the jobs dealt before."""
-        jobs = self.sampling.num_ensemble * len(self.plan(shape))
-        return len(round_robin(jobs, dist_util.world_size(), offset)[dist_util.rank()])
+    def rank_job_count(self, plans: list[PatchPlan]) -> int:
+        """How many (member, patch) jobs this rank will get for volumes with these plans, in order."""
+        offset, count = self.jobs_dealt, 0
+        for plan in plans:
+            jobs = self.sampling.num_ensemble * len(plan)
+            count += len(self._rank_share(jobs, offset))
+            offset += jobs
+        return count
+
+    def _rank_share(self, num_jobs: int, offset: int) -> list[int]:
+        """This rank's jobs among ``num_jobs``, after ``offset`` jobs were dealt (round robin)."""
+        return round_robin(num_jobs, dist_util.world_size(), offset)[dist_util.rank()]
 
     def denoise(self, suv: np.ndarray, name: str) -> VolumeResult | None:
         """Denoise one (X, Y, Z) SUV volume; collective over all ranks.
@@ -160,7 +168,7 @@ class VolumeDenoiser:
         plan = self.plan(suv.shape)
         cond = pad_volume(suv_to_model(suv, self.suv_max), plan.padded_shape)
         num_jobs = self.sampling.num_ensemble * len(plan)
-        mine = round_robin(num_jobs, dist_util.world_size(), self.jobs_dealt)[dist_util.rank()]
+        mine = self._rank_share(num_jobs, self.jobs_dealt)
         self.jobs_dealt += num_jobs
 
         results = self._sample_jobs(mine, plan, cond, name)

@@ -163,11 +163,7 @@ def main() -> None:
     plans = dist_util.agree(lambda: [denoiser.plan(shape) for _, shape in survey])
 
     is_root = dist_util.rank() == 0
-    offset, my_jobs = 0, 0
-    for plan in plans:
-        my_jobs += denoiser.my_job_count(plan.shape, offset)
-        offset += sampling.num_ensemble * len(plan)
-    bar = tqdm(total=my_jobs * diffusion.num_timesteps, unit="patch-step", disable=not is_root,
+    bar = tqdm(total=denoiser.rank_job_count(plans) * diffusion.num_timesteps, unit="patch-step", disable=not is_root,
                desc=f"rank 0 of {dist_util.world_size()}")
     denoiser.on_step = bar.update
 

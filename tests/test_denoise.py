@@ -142,3 +142,16 @@ def test_warm_start_begins_from_the_diffused_low_dose():
     abar = sampler.process.alphas_cumprod[-1]
     expected = np.maximum(np.sqrt(abar) * suv / 16.0 + np.sqrt(1 - abar) * field, 0) * 16.0
     np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_rank_job_count_matches_the_jobs_sampled():
+    patching = PatchingOptions(patch_axial=8, max_patch_inplane=8, overlap=2)
+    denoiser = VolumeDenoiser(Divisor(4), NoiseSampler(), SamplingOptions(num_ensemble=2), patching, suv_max=16.0)
+    shapes = [(8, 8, 20), (12, 8, 8)]
+    expected = denoiser.rank_job_count([denoiser.plan(s) for s in shapes])
+    assert expected == 2 * sum(len(denoiser.plan(s)) for s in shapes)
+    steps = []
+    denoiser.on_step = steps.append
+    for shape in shapes:
+        denoiser.denoise(np.ones(shape, np.float32), "v")
+    assert sum(steps) == expected  # one step per patch with this sampler
