@@ -19,9 +19,7 @@ from guided_diffusion import dist_util
 from guided_diffusion.atomic import atomic_write_text
 from guided_diffusion.checkpoint import load_model_weights
 from guided_diffusion.denoise import PatchingOptions, SamplingOptions, VolumeDenoiser
-from guided_diffusion.pet.baselines import best_gaussian_filter
-from guided_diffusion.pet.cases import simulated_case
-from guided_diffusion.pet.evaluation import lesion_quantitation, quality_table
+from guided_diffusion.pet.cases import score_against_full_dose, simulated_case
 from guided_diffusion.script_util import (
     add_dict_to_argparser,
     args_to_dict,
@@ -60,12 +58,9 @@ def main() -> None:
                               axial_extent_mm=args.axial_extent_mm or None)
         simulated = time.perf_counter()
         denoised = denoiser.denoise(case.low, f"subject{seed}").mean
-        fwhm, gaussian = best_gaussian_filter(case.low, case.full, case.voxel_size)
-        images = {"low_dose": case.low, "gaussian": gaussian, "denoised": denoised}
-        row = {"seed": seed, "shape": list(case.low.shape), "gaussian_fwhm_mm": fwhm,
-               "metrics": quality_table(images, case.full, mask=case.labels > 0),
-               "lesions": lesion_quantitation({**images, "full_dose": case.full}, case.lesions),
+        row = {"seed": seed, "shape": list(case.low.shape), **score_against_full_dose(case, denoised),
                "seconds": {"simulate": simulated - started, "denoise": time.perf_counter() - simulated}}
+        fwhm = row["gaussian_fwhm_mm"]
         rows.append(row)
         m = row["metrics"]
         print(f"subject {seed} {tuple(case.low.shape)}: PSNR low {m['low_dose']['psnr']:.2f}  "

@@ -137,7 +137,7 @@ class GaussianDiffusion:
         self.sqrt_recip_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod)
         self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod - 1)
 
-        # q(x_{t-1} | x_t, x_0) = N(coef1 * x_0 + coef2 * x_t, posterior_variance)
+        # The posterior q(x_{t-1} | x_t, x_0) is Gaussian: mean coef1 x_0 + coef2 x_t, variance beta-tilde.
         self.posterior_variance = self.betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         # The variance is 0 at t = 0; its log is clipped to the value at t = 1.
         self.posterior_log_variance_clipped = np.log(

@@ -29,9 +29,7 @@ import numpy as np
 
 from guided_diffusion.atomic import atomic_write, atomic_write_text
 from guided_diffusion.errors import UserError
-from guided_diffusion.pet.baselines import best_gaussian_filter
-from guided_diffusion.pet.cases import EvaluationCase, simulated_case
-from guided_diffusion.pet.evaluation import lesion_quantitation, quality_table
+from guided_diffusion.pet.cases import EvaluationCase, score_against_full_dose, simulated_case
 from guided_diffusion.pet.figures import demo_figure
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,11 +105,10 @@ def main() -> None:
 
     denoised = np.asarray(nib.load(out_dir / "denoised.nii.gz").dataobj, dtype=np.float32)
     std = np.asarray(nib.load(out_dir / "denoised_std.nii.gz").dataobj, dtype=np.float32)
-    fwhm, gaussian = best_gaussian_filter(case.low, case.full, case.voxel_size)
-    images = {"low_dose": case.low, f"gaussian_{fwhm:g}mm": gaussian, "denoised": denoised}
+    scores = score_against_full_dose(case, denoised)
     metrics = {
-        "against_full_dose": quality_table(images, case.full, mask=case.labels > 0),
-        "lesions": lesion_quantitation({**images, "full_dose": case.full, "truth": case.truth}, case.lesions),
+        "against_full_dose": scores["metrics"], "gaussian_fwhm_mm": scores["gaussian_fwhm_mm"],
+        "lesions": scores["lesions"],
         "subject_seed": args.seed, "dose_fraction": DOSE, "shape": list(case.low.shape),
         "voxel_size_mm": list(case.voxel_size), "sampler": args.respacing, "start_timestep": args.start_timestep,
         "num_ensemble": args.num_ensemble, "ranks": args.ranks,

@@ -32,3 +32,17 @@ def test_demo_figure_writes_a_png(tmp_path):
     data = (tmp_path / "demo.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     assert [p.name for p in tmp_path.iterdir()] == ["demo.png"]
+
+
+def test_score_against_full_dose_lists_every_method():
+    from guided_diffusion.pet.cases import EvaluationCase, score_against_full_dose
+
+    truth, noisy = smooth_truth_and_noisy()
+    lesions = np.zeros(truth.shape, np.uint16)
+    lesions[8:11, 6:9, 10:13] = 1
+    case = EvaluationCase(seed=0, dose=0.05, low=noisy, full=truth, truth=truth, labels=(truth > 0).astype(np.uint8),
+                          lesions=lesions, affine=np.eye(4), voxel_size=(4.0, 4.0, 4.0))
+    scores = score_against_full_dose(case, truth)
+    assert set(scores["metrics"]) == {"low_dose", "gaussian", "denoised"}
+    assert scores["metrics"]["denoised"]["psnr"] == float("inf") and scores["gaussian_fwhm_mm"] > 0
+    assert scores["lesions"]["num_lesions"] == 1 and "truth" in scores["lesions"]
