@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from guided_diffusion import dist_util
 from guided_diffusion.errors import UserError
-from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX, suv_to_model
+from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX, check_suv_max
 from guided_diffusion.pet.training_data import (
     PairCropDataset,
     check_patch_fits_network,
@@ -67,7 +66,7 @@ def check_flags(args: argparse.Namespace, options: TrainOptions) -> tuple[int, i
         raise UserError(f"--dims {args.dims}: training takes 3D crops; use --dims 3")
     if args.num_workers < 0 or args.val_crops < 1:
         raise UserError("--num_workers must be >= 0 and --val_crops >= 1")
-    suv_to_model(np.zeros(1), args.suv_max)  # raises the shared --suv_max message
+    check_suv_max(args.suv_max)
     options.check()
     return parse_patch_size(args.patch_size)
 

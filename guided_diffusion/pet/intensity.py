@@ -16,7 +16,8 @@ from ..errors import UserError
 DEFAULT_SUV_MAX = 16.0
 
 
-def _check_suv_max(suv_max: float) -> float:
+def check_suv_max(suv_max: float) -> float:
+    """``suv_max`` as a float; UserError naming --suv_max unless it is positive and finite."""
     suv_max = float(suv_max)
     if not (math.isfinite(suv_max) and suv_max > 0):
         raise UserError(f"--suv_max must be a positive number, got {suv_max}; the paper uses 16")
@@ -33,7 +34,7 @@ def suv_to_model(suv: np.ndarray, suv_max: float = DEFAULT_SUV_MAX) -> np.ndarra
     Returns:
         float32 array of the same shape, in [0, 1].
     """
-    suv_max = _check_suv_max(suv_max)
+    suv_max = check_suv_max(suv_max)
     return (np.clip(np.asarray(suv, dtype=np.float32), 0.0, suv_max) / np.float32(suv_max)).astype(np.float32)
 
 
@@ -46,7 +47,7 @@ def model_to_suv(x: np.ndarray, suv_max: float = DEFAULT_SUV_MAX) -> np.ndarray:
     Returns:
         float32 array of the same shape as ``x``, in SUV.
     """
-    suv_max = _check_suv_max(suv_max)
+    suv_max = check_suv_max(suv_max)
     return (np.maximum(np.asarray(x, dtype=np.float32), 0.0) * np.float32(suv_max)).astype(np.float32)
 
 
@@ -65,7 +66,7 @@ def restore_saturated(denoised_suv: np.ndarray, input_suv: np.ndarray, suv_max: 
     Returns:
         float32 array of shape S.
     """
-    suv_max = _check_suv_max(suv_max)
+    suv_max = check_suv_max(suv_max)
     denoised_suv = np.asarray(denoised_suv, dtype=np.float32)
     input_suv = np.asarray(input_suv, dtype=np.float32)
     if denoised_suv.shape != input_suv.shape:
