@@ -24,11 +24,11 @@ from .errors import UserError
 CHECKPOINT_FORMAT = "pet-ddpm3d-checkpoint-v1"
 
 
-def read_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path, flag: str = "--model_path") -> dict:
     """Read ``path`` with ``weights_only=True`` on the CPU; UserError for missing, corrupt or unsafe files."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist (check --model_path)")
+        raise UserError(f"{flag} {path}: the checkpoint file does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -75,7 +75,8 @@ def model_state_from(checkpoint: dict, path: str | Path, weights: str = "ema") -
     return state
 
 
-def load_model_weights(model: torch.nn.Module, path: str | Path, weights: str = "ema") -> None:
+def load_model_weights(model: torch.nn.Module, path: str | Path, weights: str = "ema",
+                       flag: str = "--model_path") -> None:
     """Load the weights in ``path`` into ``model`` strictly.
 
     Raises:
@@ -83,7 +84,7 @@ def load_model_weights(model: torch.nn.Module, path: str | Path, weights: str = 
             the message lists missing and unexpected keys, shape differences, and
             the flags that the file's weights suggest.
     """
-    state = model_state_from(read_checkpoint(path), path, weights)
+    state = model_state_from(read_checkpoint(path, flag), path, weights)
     problems = describe_mismatch(model.state_dict(), state)
     if problems:
         hint = suggest_flags(state)

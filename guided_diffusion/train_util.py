@@ -191,17 +191,13 @@ class TrainLoop:
         """Restore ``resume`` or initialise (``--init_weights``); return the step to continue from."""
         if resume is None:
             if self.options.init_weights:
-                if not Path(self.options.init_weights).is_file():
-                    raise UserError(f"--init_weights {self.options.init_weights} does not exist")
-                load_model_weights(self.model, self.options.init_weights)
+                load_model_weights(self.model, self.options.init_weights, flag="--init_weights")
             self.ema = EMA(self.model, self.rates)
             self._seed_generators(step=0)
             return 0
-        if not resume.is_file():
-            raise UserError(f"--resume_checkpoint {resume} does not exist")
         if self.options.init_weights and self.rank == 0:
             tqdm.write(f"--init_weights is ignored: resuming the run in {resume}")
-        ckpt = read_checkpoint(resume)
+        ckpt = read_checkpoint(resume, flag="--resume_checkpoint")
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise UserError(f"--resume_checkpoint {resume} is a plain state_dict, not a training checkpoint; "
                             "start from its weights with --init_weights instead")
