@@ -68,20 +68,54 @@ def world_size() -> int:
     return COMM.Get_size()
 
 
-def local_rank() -> int:
-    """Rank among the processes on this node (selects the GPU)."""
+_device: torch.device | None = None
+
+
+def _local_rank() -> int:
+    """Rank among the processes on this node. A collective call: every rank must make it."""
     if world_size() == 1:
         return 0
     from mpi4py import MPI
 
-    return COMM.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+    node = COMM.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return node.Get_rank()
+    finally:
+        node.Free()
+
+
+def setup_device() -> torch.device:
+    """Choose this rank's device once: GPU ``local rank % visible GPUs``, or the CPU when there is none.
+
+    A collective call at start-up (:func:`run_main` makes it on every rank
+    before the script's ``main``): the local rank needs every rank of the
+    node. Later calls, and :func:`dev`, return the stored choice. A GPU
+    becomes the current CUDA device, so NCCL, pinned memory and generators
+    created without an index use it.
+    """
+    global _device
+    local = _local_rank()
+    if _device is None:
+        if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+            _device = torch.device("cuda", local % torch.cuda.device_count())
+            torch.cuda.set_device(_device)
+        else:
+            _device = torch.device("cpu")
+    return _device
 
 
 def dev() -> torch.device:
-    """This rank's device: GPU ``local_rank % visible GPUs``, or the CPU when there is none."""
-    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
-        return torch.device("cuda", local_rank() % torch.cuda.device_count())
-    return torch.device("cpu")
+    """This rank's device, as chosen by :func:`setup_device`; safe to call on any subset of ranks.
+
+    A single process chooses on first use. Under MPI the choice needs every
+    rank, so calling this before :func:`setup_device` is a bug and raises.
+    """
+    if _device is None:
+        if world_size() > 1:
+            raise RuntimeError("dist_util.dev() called before dist_util.setup_device(), which every rank "
+                               "must call together at start-up (dist_util.run_main does)")
+        return setup_device()
+    return _device
 
 
 def agree(action: Callable[[], T]) -> T:
@@ -127,6 +161,7 @@ def _collective_error(message: str) -> UserError:
 def run_main(main: Callable[[], None]) -> None:
     """Run a script's ``main`` with the error rule above and exit with its status."""
     try:
+        setup_device()
         main()
     except UserError as err:
         if getattr(err, "collective", False) or world_size() == 1:

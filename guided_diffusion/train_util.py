@@ -151,9 +151,6 @@ class TrainLoop:
         self.options, self.flags = options, dict(flags)
         self.diffusion, self.data, self.evaluator = diffusion, data, evaluator
         self.device = dist_util.dev()
-        if self.device.type == "cuda":
-            # NCCL and pinned memory use the current device: make it this rank's GPU.
-            torch.cuda.set_device(self.device)
         self.rank, self.world_size = dist_util.rank(), dist_util.world_size()
         self.folder = Path(options.result_folder)
         self.folder.mkdir(parents=True, exist_ok=True)
