@@ -11,7 +11,11 @@ setup(
     ),
     license="MIT",
     python_requires=">=3.10",
-    packages=find_packages(include=["guided_diffusion", "guided_diffusion.*"]),
+    # The --config presets stay in the top-level configs/ folder and ship as package data in
+    # guided_diffusion/configs/, where guided_diffusion.flags looks for them in an installed copy.
+    packages=[*find_packages(include=["guided_diffusion", "guided_diffusion.*"]), "guided_diffusion.configs"],
+    package_dir={"guided_diffusion.configs": "configs"},
+    package_data={"guided_diffusion.configs": ["*.yaml"]},
     install_requires=[
         "torch>=2.1",
         "numpy>=1.24",

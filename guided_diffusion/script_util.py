@@ -1,19 +1,26 @@
-"""Flag defaults and factories with the paper's names, and flag parsing helpers.
+"""Flag defaults and factories with the paper's names.
 
 The paper's launcher lines (``MODEL_FLAGS``, ``DIFFUSION_FLAGS``) work unchanged:
 ``sr_create_model_and_diffusion(**args_to_dict(args, sr_model_and_diffusion_defaults().keys()))``.
+Flag parsing and ``--config`` presets live in :mod:`guided_diffusion.flags`; the
+paper's names for them (``args_to_dict``, ``add_dict_to_argparser``, ...) are
+re-exported here so that code written for the paper's scripts keeps working.
 """
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Iterable
-from pathlib import Path
-
 from . import gaussian_diffusion as gd
 from .errors import UserError
+from .flags import add_dict_to_argparser, args_to_dict, load_config, parse_args_with_config, str2bool
 from .respace import SpacedDiffusion, space_timesteps
 from .unet import SuperResModel
+
+__all__ = [
+    "CHANNEL_MULT_BY_SIZE", "add_dict_to_argparser", "args_to_dict", "create_gaussian_diffusion",
+    "diffusion_defaults", "diffusion_from_flags", "load_config", "parse_args_with_config",
+    "parse_attention_resolutions", "parse_channel_mult", "sr_create_model", "sr_create_model_and_diffusion",
+    "sr_model_and_diffusion_defaults", "str2bool",
+]
 
 # channel_mult per --large_size, as in the paper's factory (96 is its 3D setting).
 CHANNEL_MULT_BY_SIZE = {
@@ -232,76 +239,3 @@ def create_gaussian_diffusion(
         )
     except ValueError as err:
         raise UserError(f"--diffusion_steps/--noise_schedule/--timestep_respacing: {err}")
-
-
-def str2bool(value: str | bool) -> bool:
-    """True/False, 1/0, yes/no, t/f, y/n (any case) -> bool."""
-    if isinstance(value, bool):
-        return value
-    lowered = str(value).strip().lower()
-    if lowered in ("true", "t", "yes", "y", "1"):
-        return True
-    if lowered in ("false", "f", "no", "n", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (True/False, 1/0, yes/no), got {value!r}")
-
-
-def add_dict_to_argparser(parser: argparse.ArgumentParser, default_dict: dict) -> None:
-    """Add ``--key`` for every entry, typed by its default (booleans parsed with :func:`str2bool`)."""
-    for key, value in default_dict.items():
-        value_type = type(value) if value is not None else str
-        if isinstance(value, bool):
-            value_type = str2bool
-        parser.add_argument(f"--{key}", default=value, type=value_type)
-
-
-def args_to_dict(args: argparse.Namespace, keys: Iterable[str]) -> dict:
-    """The entries of ``args`` named by ``keys``."""
-    return {k: getattr(args, k) for k in keys}
-
-
-def load_config(path: str | Path) -> dict:
-    """Read a YAML preset (a flat mapping of flag names to values)."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        named = Path(__file__).resolve().parent.parent / "configs" / f"{path}.yaml"
-        if named.is_file():
-            path = named
-        else:
-            raise UserError(f"--config {path}: no such file (give a YAML path or a name in configs/)")
-    try:
-        preset = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise UserError(f"--config {path}: not valid YAML ({err})")
-    if not isinstance(preset, dict):
-        raise UserError(f"--config {path}: expected a mapping of flag names to values")
-    return preset
-
-
-def parse_args_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse ``argv`` with an optional ``--config`` preset; explicit flags override the preset.
-
-    The preset's values become the parser's defaults, so they are type-checked
-    like flags; a key that is not a flag of ``parser`` is an error.
-    """
-    if not any(action.dest == "config" for action in parser._actions):
-        parser.add_argument("--config", default="", help="YAML preset of flags (path or name in configs/)")
-    known, _ = parser.parse_known_args(argv)
-    if known.config:
-        try:
-            preset = load_config(known.config)
-        except UserError as err:
-            parser.error(str(err))
-        by_dest = {action.dest: action for action in parser._actions}
-        unknown = sorted(set(preset) - set(by_dest))
-        if unknown:
-            parser.error(f"--config {known.config}: unknown flags {', '.join(unknown)}")
-        for key, value in preset.items():
-            action = by_dest[key]
-            try:
-                parser.set_defaults(**{key: action.type(str(value)) if action.type else value})
-            except (argparse.ArgumentTypeError, ValueError) as err:
-                parser.error(f"--config {known.config}: flag {key}: {err}")
-    return parser.parse_args(argv)
