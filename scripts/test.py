@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 from guided_diffusion import dist_util
 from guided_diffusion.atomic import atomic_write_text
 from guided_diffusion.checkpoint import load_model_weights
-from guided_diffusion.denoise import PatchingOptions, SamplingOptions, VolumeDenoiser
+from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser, job_offsets
 from guided_diffusion.errors import UserError
+from guided_diffusion.patch_sampling import SamplingOptions
 from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX
 from guided_diffusion.pet.volume_io import Volume, list_volumes, output_path, read_volume, write_volume
 from guided_diffusion.script_util import (
@@ -168,10 +169,10 @@ def main() -> None:
     denoiser.on_step = bar.update
 
     volumes = load_data_for_worker(args.base_samples, args.num_samples, args.npz_key or None)
-    for (name, _), plan in zip(survey, plans):
+    for (name, _), plan, offset in zip(survey, plans, job_offsets(plans, sampling.num_ensemble)):
         started = time.perf_counter()
         volume = dist_util.agree(lambda: next(volumes))
-        result = denoiser.denoise(volume.data, volume.name)
+        result = denoiser.denoise(volume.data, volume.name, offset)
         if is_root:
             paths = outputs_for(volume, args)
             write_volume(paths["denoised"], result.mean, like=volume, overwrite=args.overwrite)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import torch
 
-from guided_diffusion.denoise import PatchingOptions, SamplingOptions, VolumeDenoiser, make_plan, noise_field
+from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser, job_offsets, make_plan
+from guided_diffusion.patch_sampling import SamplingOptions, noise_field
+from guided_diffusion.pet.ensemble import RunningMoments
 from guided_diffusion.sharding import batches, round_robin
 
 
@@ -152,6 +156,41 @@ def test_rank_job_count_matches_the_jobs_sampled():
     assert expected == 2 * sum(len(denoiser.plan(s)) for s in shapes)
     steps = []
     denoiser.on_step = steps.append
-    for shape in shapes:
-        denoiser.denoise(np.ones(shape, np.float32), "v")
+    for shape, offset in zip(shapes, job_offsets([denoiser.plan(s) for s in shapes], 2)):
+        denoiser.denoise(np.ones(shape, np.float32), "v", offset)
     assert sum(steps) == expected  # one step per patch with this sampler
+
+
+def _peak_bytes_of_denoising(num_ensemble: int) -> tuple[int, int]:
+    """tracemalloc peak (numpy arrays are traced) of denoising a many-patch volume; and one member's patch bytes."""
+    suv = np.ones((16, 16, 96), np.float32)
+    patching = PatchingOptions(patch_axial=8, max_patch_inplane=16, overlap=2)
+    denoiser = VolumeDenoiser(Divisor(4), NoiseSampler(), SamplingOptions(num_ensemble=num_ensemble), patching,
+                              suv_max=16.0, keep_saturated=False)
+    plan = denoiser.plan(suv.shape)
+    member_bytes = len(plan) * int(np.prod(plan.patch_size)) * 4
+    tracemalloc.start()
+    try:
+        denoiser.denoise(suv, "v")
+        return tracemalloc.get_traced_memory()[1], member_bytes
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_does_not_grow_with_the_ensemble_size():
+    one, member_bytes = _peak_bytes_of_denoising(1)
+    six, _ = _peak_bytes_of_denoising(6)
+    # Holding every member's patches would add 5 members' worth; one member at a time adds next to nothing.
+    assert six - one < member_bytes / 2, (one, six, member_bytes)
+
+
+def test_running_moments_equal_numpy_mean_and_std():
+    rng = np.random.default_rng(3)
+    members = rng.normal(5.0, 2.0, (5, 4, 3, 2)).astype(np.float32)
+    moments = RunningMoments(members.shape[1:])
+    moments.add(members[0])
+    assert moments.std() is None
+    for member in members[1:]:
+        moments.add(member)
+    np.testing.assert_allclose(moments.mean(), members.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(moments.std(), members.std(axis=0, ddof=1), rtol=1e-5)

@@ -1,0 +1,141 @@
+"""Sampling a list of patch jobs in one process: no MPI, no files.
+
+A job is one (ensemble member, box) pair of a volume's patch plan.
+Reproducibility: the initial noise of a volume and member is one field of the
+padded shape, drawn from (seed, volume name, member); every patch starts from
+its crop of that field (or, with a warm start, from its crop of the low-dose
+volume diffused with that field), so overlapping patches agree where they
+overlap. Any per-step noise (ancestral sampling, DDIM with eta > 0) comes
+from a generator of the job itself. A job's result therefore does not depend
+on which process samples it, nor on what else is in its batch.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .gaussian_diffusion import GaussianDiffusion
+from .pet.patches import PatchPlan
+from .sharding import batches
+
+#: One (ensemble member, box index) pair.
+Job = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How each patch is sampled.
+
+    Attributes:
+        use_ddim: DDIM (deterministic when ``eta`` = 0) instead of ancestral sampling.
+        eta: DDIM noise level (0 = deterministic).
+        clip_denoised: clip each x_0 prediction to [-1, 1].
+        batch_size: patches per network call.
+        seed: base seed of all noise.
+        num_ensemble: samples per volume (K); K > 1 gives a voxel-wise standard deviation.
+        warm_start: start from the low-dose patch diffused to the process's last step
+            instead of from pure noise (Come-Closer-Diffuse-Faster, Chung et al. 2022);
+            used with a process truncated by ``--start_timestep``.
+    """
+
+    use_ddim: bool = True
+    eta: float = 0.0
+    clip_denoised: bool = True
+    batch_size: int = 4
+    seed: int = 0
+    num_ensemble: int = 1
+    warm_start: bool = False
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed mixing ``parts`` (numpy SeedSequence), for ``torch.Generator.manual_seed``."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def name_key(name: str) -> int:
+    """A stable integer for a volume name, so noise follows the volume, not its position in a list."""
+    return zlib.crc32(name.encode("utf-8"))
+
+
+def noise_field(padded_shape: tuple[int, int, int], seed: int, name: str, member: int) -> torch.Tensor:
+    """Standard normal field of the padded (X, Y, Z) shape for one volume and ensemble member (CPU)."""
+    generator = torch.Generator().manual_seed(mix_seed(seed, name_key(name), member))
+    return torch.randn(padded_shape, generator=generator)
+
+
+def to_network(box_array: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(X, Y, Z) -> (1, Z, X, Y), the network's layout."""
+    return torch.as_tensor(box_array).permute(2, 0, 1).unsqueeze(0)
+
+
+def from_network(patch: torch.Tensor) -> np.ndarray:
+    """(1, Z, X, Y) -> (X, Y, Z) float32 numpy."""
+    return patch[0].permute(1, 2, 0).float().cpu().numpy()
+
+
+def sample_jobs(
+    model: torch.nn.Module,
+    diffusion: GaussianDiffusion,
+    options: SamplingOptions,
+    plan: PatchPlan,
+    cond: np.ndarray,
+    name: str,
+    jobs: Sequence[Job],
+    on_step: Callable[[int], None] = lambda n: None,
+) -> list[np.ndarray]:
+    """Sample ``jobs`` of one volume in batches of ``options.batch_size``.
+
+    Args:
+        model: the conditional UNet; its parameters' device runs the batches.
+        diffusion: the (respaced, possibly warm-start-truncated) process.
+        plan: the volume's patch plan; ``cond`` is the low-dose volume in model
+            units, padded to ``plan.padded_shape`` (X, Y, Z).
+        name: the volume's name, part of every seed.
+        jobs: (member, box) pairs; keeping a member's jobs together keeps one
+            noise field in memory at a time.
+        on_step: called with the batch size after every reverse step (progress bars).
+
+    Returns:
+        One (X, Y, Z) float32 patch of ``plan.patch_size`` per job, in model units, in job order.
+    """
+    device = next(model.parameters()).device
+    boxes = plan.boxes
+    field_member, field = -1, None
+    patches = []
+    for batch in batches(list(jobs), options.batch_size):
+        conds, noises, generators = [], [], []
+        for member, box in batch:
+            if member != field_member:
+                field_member, field = member, noise_field(plan.padded_shape, options.seed, name, member)
+            conds.append(to_network(cond[boxes[box]]))
+            noises.append(to_network(field[boxes[box]]))
+            generator = torch.Generator(device)
+            generator.manual_seed(mix_seed(options.seed, name_key(name), member, box, 1))
+            generators.append(generator)
+        low = torch.stack(conds).to(device)
+        noise = torch.stack(noises).to(device)
+        if options.warm_start:
+            noise = diffusion.warm_start(low, noise)
+        samples = _reverse_process(model, diffusion, options, low, noise, generators, on_step)
+        patches += [from_network(sample) for sample in samples]
+    return patches
+
+
+def _reverse_process(model, diffusion, options: SamplingOptions, low: torch.Tensor, noise: torch.Tensor,
+                     generators: list[torch.Generator], on_step: Callable[[int], None]) -> torch.Tensor:
+    """Run the reverse process for a batch (N, 1, Z, X, Y) from ``noise``; returns the samples."""
+    kwargs = {"noise": noise, "clip_denoised": options.clip_denoised, "model_kwargs": {"low_res": low},
+              "device": noise.device, "generator": generators}
+    if options.use_ddim:
+        loop = diffusion.ddim_sample_loop_progressive(model, noise.shape, eta=options.eta, **kwargs)
+    else:
+        loop = diffusion.p_sample_loop_progressive(model, noise.shape, **kwargs)
+    out = None
+    for out in loop:
+        on_step(len(low))
+    return out["sample"]
