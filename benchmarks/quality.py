@@ -19,7 +19,9 @@ from guided_diffusion import dist_util
 from guided_diffusion.atomic import atomic_write_text
 from guided_diffusion.checkpoint import load_model_weights
 from guided_diffusion.denoise import PatchingOptions, SamplingOptions, VolumeDenoiser
-from guided_diffusion.pet.cases import score_against_full_dose, simulated_case
+from guided_diffusion.pet.eval.scoring import score_against_full_dose
+from guided_diffusion.pet.sim.cases import simulated_case
+from guided_diffusion.pet.sim.doses import parse_dose_fraction
 from guided_diffusion.script_util import (
     add_dict_to_argparser,
     args_to_dict,
@@ -30,7 +32,7 @@ from guided_diffusion.script_util import (
 
 
 def create_argparser() -> argparse.ArgumentParser:
-    defaults = {"model_path": "", "seeds": "5000,5001,5002", "dose": 0.05, "voxel_size": 4.0,
+    defaults = {"model_path": "", "seeds": "5000,5001,5002", "dose": "0.05", "voxel_size": 4.0,
                 "axial_extent_mm": 0.0, "num_ensemble": 2, "batch_size": 4, "patch_axial": 64,
                 "max_patch_inplane": 320, "patch_overlap": 8, "start_timestep": 0, "out": ""}
     defaults.update(sr_model_and_diffusion_defaults())
@@ -42,6 +44,7 @@ def create_argparser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = parse_args_with_config(create_argparser())
+    args.dose = parse_dose_fraction(args.dose, "--dose")  # "1/20" or "0.05" -> 0.05, as make_phantoms.py reads it
     model, diffusion = sr_create_model_and_diffusion(
         **args_to_dict(args, sr_model_and_diffusion_defaults().keys()), start_timestep=args.start_timestep)
     load_model_weights(model, args.model_path)

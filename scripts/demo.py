@@ -29,8 +29,9 @@ import numpy as np
 
 from guided_diffusion.atomic import atomic_write, atomic_write_text
 from guided_diffusion.errors import UserError
-from guided_diffusion.pet.cases import EvaluationCase, score_against_full_dose, simulated_case
-from guided_diffusion.pet.figures import demo_figure
+from guided_diffusion.pet.eval.figures import demo_figure
+from guided_diffusion.pet.eval.scoring import score_against_full_dose
+from guided_diffusion.pet.sim.cases import EvaluationCase, simulated_case
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_MODEL = REPO / "models" / "demo" / "model_ema.pt"

@@ -1,8 +1,8 @@
 """Write simulated low-dose / full-dose whole-body PET pairs from random phantoms.
 
-Each subject is a random FDG phantom (``guided_diffusion.pet.phantom``)
+Each subject is a random FDG phantom (``guided_diffusion.pet.sim.phantom``)
 acquired and reconstructed at every dose level
-(``guided_diffusion.pet.simulation``). Files in ``--out_dir``, all in SUV:
+(``guided_diffusion.pet.sim.simulation``). Files in ``--out_dir``, all in SUV:
 
 - ``subjectNNN_dose<label>.npz`` (npz/both): ``arr_0`` of shape ``(2, X, Y, Z)``
   = (low dose, full dose), float32, and ``affine`` (4x4, RAS+ mm), one per dose < 1;
@@ -24,7 +24,6 @@ import csv
 import io
 import json
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import nibabel as nib
@@ -33,14 +32,14 @@ from tqdm import tqdm
 
 from guided_diffusion.atomic import atomic_write, atomic_write_text
 from guided_diffusion.errors import UserError
-from guided_diffusion.pet.phantom import LABEL_NAMES
-from guided_diffusion.pet.simulation import (
+from guided_diffusion.pet.sim.doses import dose_label, parse_dose_fractions
+from guided_diffusion.pet.sim.phantom import LABEL_NAMES
+from guided_diffusion.pet.sim.simulation import (
     DEFAULT_FWHM_MM,
     DEFAULT_ITERATIONS,
     DEFAULT_SUBSETS,
     DEFAULT_TRUES_PER_MM,
     SimulatedSubject,
-    dose_label,
     organ_cv,
     simulate_subject,
 )
@@ -67,21 +66,6 @@ def create_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=FORMATS, default="npz", help="pair files to write")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     return parser
-
-
-def parse_dose_levels(text: str) -> list[float]:
-    """``"1,1/2,0.05"`` -> ``[1.0, 0.5, 0.05]``; each level must lie in (0, 1]."""
-    levels = []
-    for item in text.split(","):
-        item = item.strip()
-        try:
-            value = float(Fraction(item))
-        except (ValueError, ZeroDivisionError):
-            raise UserError(f"--dose_levels: cannot read {item!r}; write fractions like 1/20 or 0.05") from None
-        if not 0 < value <= 1:
-            raise UserError(f"--dose_levels: {item} is not in (0, 1]")
-        levels.append(value)
-    return sorted(set(levels), reverse=True)
 
 
 def subject_seed(seed: int, index: int) -> int:
@@ -115,7 +99,7 @@ def check_args(args: argparse.Namespace) -> list[float]:
         raise UserError(f"--fwhm_mm must be >= 0, got {args.fwhm_mm}")
     if args.axial_extent_mm is not None and not args.axial_extent_mm > 0:
         raise UserError(f"--axial_extent_mm must be positive, got {args.axial_extent_mm}")
-    doses = parse_dose_levels(args.dose_levels)
+    doses = parse_dose_fractions(args.dose_levels, "--dose_levels")
     if not args.overwrite:
         out_dir = Path(args.out_dir)
         shared = ["manifest.json"] + (["pairs.csv"] if args.format != "npz" else [])

@@ -19,14 +19,14 @@ import torch
 from guided_diffusion import dist_util
 from guided_diffusion.errors import UserError
 from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX, check_suv_max
-from guided_diffusion.pet.training_data import (
+from guided_diffusion.pet.training.crops import (
     PairCropDataset,
     check_patch_fits_network,
     crop_loader,
     parse_patch_size,
 )
-from guided_diffusion.pet.training_eval import CropEvaluator
-from guided_diffusion.pet.training_pairs import find_pairs, prepare_pairs, shard
+from guided_diffusion.pet.training.pairs import find_pairs, prepare_pairs, shard
+from guided_diffusion.pet.training.validation import CropEvaluator
 from guided_diffusion.script_util import (
     add_dict_to_argparser,
     args_to_dict,

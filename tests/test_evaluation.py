@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from guided_diffusion.pet.baselines import best_gaussian_filter
-from guided_diffusion.pet.evaluation import quality_table
-from guided_diffusion.pet.figures import demo_figure
+from guided_diffusion.pet.eval.baselines import best_gaussian_filter
+from guided_diffusion.pet.eval.figures import demo_figure
+from guided_diffusion.pet.eval.scoring import score_against_full_dose
+from guided_diffusion.pet.eval.tables import quality_table
+from guided_diffusion.pet.sim.cases import EvaluationCase
 
 
 def smooth_truth_and_noisy(seed: int = 0):
@@ -34,9 +36,26 @@ def test_demo_figure_writes_a_png(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["demo.png"]
 
 
-def test_score_against_full_dose_lists_every_method():
-    from guided_diffusion.pet.cases import EvaluationCase, score_against_full_dose
+def test_demo_figure_leaves_the_callers_backend_alone(tmp_path):
+    # A caller's backend (here the non-GUI "svg") must survive drawing; matplotlib.use("Agg") inside
+    # the library would switch it, and pyplot would keep an open figure.
+    import matplotlib
 
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        import matplotlib.pyplot as plt
+
+        truth, noisy = smooth_truth_and_noisy()
+        demo_figure(tmp_path / "demo.png", noisy, truth, truth, None, (4.0, 4.0, 4.0))
+        assert matplotlib.get_backend() == "svg"
+        assert plt.get_fignums() == []
+    finally:
+        matplotlib.use(before)
+    assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_score_against_full_dose_lists_every_method():
     truth, noisy = smooth_truth_and_noisy()
     lesions = np.zeros(truth.shape, np.uint16)
     lesions[8:11, 6:9, 10:13] = 1

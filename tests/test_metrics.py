@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from guided_diffusion.pet.metrics import nrmse, psnr, roi_stats, ssim
+from guided_diffusion.pet.eval.metrics import nrmse, psnr, roi_stats, ssim
 
 
 def test_psnr_hand_computed():

@@ -16,9 +16,9 @@ from training_helpers import REPO, TINY_NET, TRAIN, run_train, write_bad, write_
 from guided_diffusion import dist_util
 from guided_diffusion.checkpoint import load_model_weights, read_checkpoint
 from guided_diffusion.errors import UserError
-from guided_diffusion.pet.training_data import PairCropDataset, crop_loader
-from guided_diffusion.pet.training_eval import CropEvaluator
-from guided_diffusion.pet.training_pairs import find_pairs, prepare_pairs
+from guided_diffusion.pet.training.crops import PairCropDataset, crop_loader
+from guided_diffusion.pet.training.pairs import find_pairs, prepare_pairs
+from guided_diffusion.pet.training.validation import CropEvaluator
 from guided_diffusion.script_util import (
     add_dict_to_argparser,
     args_to_dict,

@@ -10,7 +10,7 @@ import torch
 from training_helpers import body_pair, write_bad, write_nifti, write_npz_pair
 
 from guided_diffusion.errors import UserError
-from guided_diffusion.pet.training_data import (
+from guided_diffusion.pet.training.crops import (
     BODY_SUV,
     MIN_BODY_FRACTION,
     PairCropDataset,
@@ -19,7 +19,7 @@ from guided_diffusion.pet.training_data import (
     draw_crop,
     parse_patch_size,
 )
-from guided_diffusion.pet.training_pairs import find_pairs, prepare_pairs, shard
+from guided_diffusion.pet.training.pairs import find_pairs, prepare_pairs, shard
 
 PATCH = (8, 8, 4)
 

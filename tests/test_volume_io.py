@@ -8,7 +8,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from guided_diffusion.errors import UserError
-from guided_diffusion.pet.volume_io import list_volumes, output_path, read_volume, write_volume
+from guided_diffusion.pet.io import list_volumes, output_path, read_volume, write_volume
 
 PET_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
 

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .baselines import best_gaussian_filter
-from .evaluation import lesion_quantitation, quality_table
 from .simulation import simulate_subject
 
 #: Voxels kept around the body when cropping in-plane.
@@ -47,7 +45,7 @@ def simulated_case(seed: int, dose: float, voxel_size: float = 4.0, axial_extent
                    **simulation) -> EvaluationCase:
     """Simulate subject ``seed`` at full dose and ``dose``, cropped in-plane to the body.
 
-    Extra keyword arguments go to :func:`~guided_diffusion.pet.simulation.simulate_subject`.
+    Extra keyword arguments go to :func:`~guided_diffusion.pet.sim.simulation.simulate_subject`.
     """
     subject = simulate_subject(seed, voxel_size=voxel_size, dose_fractions=(1.0, dose),
                                axial_extent_mm=axial_extent_mm, **simulation)
@@ -60,19 +58,3 @@ def simulated_case(seed: int, dose: float, voxel_size: float = 4.0, axial_extent
         voxel_size=(float(voxel_size),) * 3,
     )
 
-
-def score_against_full_dose(case: EvaluationCase, denoised: np.ndarray) -> dict:
-    """Compare the low dose, the best Gaussian filter and ``denoised`` (X, Y, Z, SUV) with the full dose.
-
-    Returns:
-        ``{"gaussian_fwhm_mm": ..., "metrics": {name: {"psnr", "ssim", "nrmse", "psnr_body"}},
-        "lesions": {...}}`` for the names "low_dose", "gaussian" and "denoised"; lesion
-        statistics also list "full_dose" and "truth".
-    """
-    fwhm, gaussian = best_gaussian_filter(case.low, case.full, case.voxel_size)
-    images = {"low_dose": case.low, "gaussian": gaussian, "denoised": denoised}
-    return {
-        "gaussian_fwhm_mm": fwhm,
-        "metrics": quality_table(images, case.full, mask=case.labels > 0),
-        "lesions": lesion_quantitation({**images, "full_dose": case.full, "truth": case.truth}, case.lesions),
-    }

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..filters import gaussian_smooth
 from .metrics import psnr
-from .reconstruction import gaussian_smooth
 
 #: FWHM candidates (mm) searched for the best Gaussian filter.
 DEFAULT_FWHM_GRID_MM = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0)

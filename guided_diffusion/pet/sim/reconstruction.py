@@ -1,4 +1,4 @@
-"""OSEM reconstruction with attenuation and additive background, and Gaussian smoothing in mm.
+"""OSEM reconstruction with attenuation and additive background.
 
 Data model, per sinogram bin: ``y ~ Poisson(a * (A x) + b)`` with ``A`` the
 projector's system matrix (line integrals in mm), ``a`` a multiplicative factor
@@ -15,15 +15,9 @@ reconstructed together by one sparse matrix product per projection.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
 from .projector import ParallelProjector
-
-#: FWHM of a Gaussian divided by its standard deviation: 2 sqrt(2 ln 2).
-FWHM_PER_SIGMA = 2 * math.sqrt(2 * math.log(2))
 
 
 def osem(
@@ -93,23 +87,3 @@ def _uniform_start(projector: ParallelProjector, y: np.ndarray, a: np.ndarray, b
     level = np.broadcast_to(net / unit_trues, y.shape[2:]).astype(np.float32)
     return np.broadcast_to(level, (projector.nx, projector.ny, *level.shape)).copy()
 
-
-def gaussian_smooth(volume: np.ndarray, fwhm_mm: float, voxel_size: float | tuple[float, ...]) -> np.ndarray:
-    """Smooth a volume with an isotropic Gaussian of the given FWHM (the post-filter).
-
-    Args:
-        volume: ``(X, Y, Z)`` array; edges are extended by their nearest values
-            (a volume cut through the body must not darken at its ends).
-        fwhm_mm: full width at half maximum in mm; 0 returns a float32 copy.
-        voxel_size: voxel size in mm, one value or one per axis.
-
-    Returns:
-        float32 array of the same shape; ``sigma = FWHM / (2 sqrt(2 ln 2)) / voxel_size`` voxels.
-    """
-    volume = np.asarray(volume, dtype=np.float32)
-    if fwhm_mm < 0:
-        raise ValueError(f"fwhm_mm must be >= 0, got {fwhm_mm}")
-    if fwhm_mm == 0:
-        return volume.copy()
-    spacing = np.broadcast_to(np.asarray(voxel_size, dtype=np.float64), (volume.ndim,))
-    return gaussian_filter(volume, sigma=tuple(fwhm_mm / FWHM_PER_SIGMA / spacing), mode="nearest")

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..gaussian_diffusion import GaussianDiffusion
-from .intensity import DEFAULT_SUV_MAX
-from .metrics import psnr, ssim
-from .training_data import draw_crop
-from .training_pairs import CachedPair, Shape3
+from ...gaussian_diffusion import GaussianDiffusion
+from ..eval.metrics import psnr, ssim
+from ..intensity import DEFAULT_SUV_MAX
+from .crops import draw_crop
+from .pairs import CachedPair, Shape3
 
 VAL_SEED = 20250101
 METRICS = ("val_psnr", "val_ssim", "val_psnr_low", "val_ssim_low")

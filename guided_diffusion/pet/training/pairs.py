@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write
-from ..errors import UserError
-from .volume_io import read_volume
+from ...atomic import atomic_write
+from ...errors import UserError
+from ..io import read_volume
 
 MANIFEST_NAMES = ("pairs.csv", "pairs.json")
 MANIFEST_KEYS = ("low_dose", "full_dose")

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ..errors import UserError
-from .intensity import DEFAULT_SUV_MAX, suv_to_model
-from .training_pairs import CachedPair, Shape3
+from ...errors import UserError
+from ..intensity import DEFAULT_SUV_MAX, suv_to_model
+from .pairs import CachedPair, Shape3
 
 BODY_SUV = 0.1
 MIN_BODY_FRACTION = 0.2

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from ..errors import UserError
+from ...errors import UserError
 
 #: Organ label values and their names (0 is air outside the body).
 LABEL_NAMES: dict[int, str] = {

@@ -6,8 +6,9 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
 
-from ..atomic import atomic_write
+from ...atomic import atomic_write
 
 
 def _coronal(volume: np.ndarray, y_index: int) -> np.ndarray:
@@ -41,11 +42,6 @@ def demo_figure(
         suv_window: upper end of the display window for the images (default:
             the 99.9th percentile of full dose).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     y_index = int(np.argmax((full > 0.5 * full.mean()).sum(axis=(0, 2))))
     vmax = suv_window or float(np.percentile(full, 99.9))
     error = np.abs(denoised - full)
@@ -57,8 +53,9 @@ def demo_figure(
     aspect = voxel_size[2] / voxel_size[0]
     # Panel height follows the coronal image's shape (Z by X, in mm), so no space is wasted.
     height_per_width = (full.shape[2] * voxel_size[2]) / (full.shape[0] * voxel_size[0])
-    fig, axes = plt.subplots(2, len(columns), figsize=(3.2 * len(columns), 2 * (2.6 * height_per_width + 0.7)),
-                             squeeze=False)
+    # A bare Figure (not pyplot) renders with its own canvas and leaves the caller's backend alone.
+    fig = Figure(figsize=(3.2 * len(columns), 2 * (2.6 * height_per_width + 0.7)))
+    axes = fig.subplots(2, len(columns), squeeze=False)
     for col, (title, volume, cmap, top) in enumerate(columns):
         for row, (label, image) in enumerate((("coronal", _coronal(volume, y_index)), ("MIP", _coronal_mip(volume)))):
             ax = axes[row, col]
@@ -68,4 +65,3 @@ def demo_figure(
             fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).set_label("SUV", fontsize=8)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)

@@ -28,18 +28,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 import numpy as np
 from scipy.ndimage import binary_dilation, binary_erosion, gaussian_filter
 
-from ..errors import UserError
+from ...errors import UserError
+from ..filters import fwhm_to_sigma, gaussian_smooth
+from .doses import DEFAULT_DOSE_FRACTIONS
 from .phantom import LABELS, Phantom, make_phantom
 from .projector import ParallelProjector, get_projector
-from .reconstruction import gaussian_smooth, osem
+from .reconstruction import osem
 
-#: The dose fractions of the low-dose challenge data (full, 1/2, ... 1/100).
-DEFAULT_DOSE_FRACTIONS: tuple[float, ...] = (1.0, 1 / 2, 1 / 4, 1 / 10, 1 / 20, 1 / 50, 1 / 100)
 #: Full-dose trues per mm of axial extent: with the defaults below the full-dose liver
 #: CV is about 8% at 4 mm and 1.65 mm voxels (about 2.7e8 trues for a whole body).
 DEFAULT_TRUES_PER_MM = 2.5e5
@@ -89,14 +88,6 @@ class SimulatedSubject:
     @property
     def full_dose(self) -> np.ndarray:
         return self.reconstructions[1.0]
-
-
-def dose_label(fraction: float) -> str:
-    """File-name label of a dose fraction: ``1-20`` for 1/20, ``0.3`` otherwise, ``1`` for full dose."""
-    inverse = Fraction(1 / fraction).limit_denominator(1000)
-    if inverse.denominator == 1 and abs(float(inverse) * fraction - 1) < 1e-6:
-        return "1" if inverse == 1 else f"1-{inverse.numerator}"
-    return f"{fraction:g}"
 
 
 def simulate_subject(
@@ -252,8 +243,9 @@ def _background(
 ) -> np.ndarray:
     """Scatter plus randoms, shape ``(n_angles, n_bins, Z)``, in the units of ``trues``."""
     total = float(trues.sum(dtype=np.float64))
-    sigma_mm = SCATTER_FWHM_MM / (2 * math.sqrt(2 * math.log(2)))
-    scatter = gaussian_filter(trues, sigma=(0, sigma_mm / projector.bin_width, sigma_mm / voxel_size), mode="nearest")
+    # Along the angle axis nothing is blurred; radially in bins, axially in slices.
+    sigma = (0.0, *fwhm_to_sigma(SCATTER_FWHM_MM, (projector.bin_width, voxel_size), 2))
+    scatter = gaussian_filter(trues, sigma=sigma, mode="nearest")
     scatter *= scatter_fraction * total / max(float(scatter.sum(dtype=np.float64)), 1e-30)
     return scatter + randoms_fraction * total / trues.size
 

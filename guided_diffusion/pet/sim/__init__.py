@@ -1,0 +1,5 @@
+"""Simulated whole-body FDG PET: phantoms, the projector, OSEM reconstruction, dose levels and evaluation cases.
+
+Activity is in SUV on (X, Y, Z) grids of isotropic voxels (mm), attenuation in
+1/mm; everything is numpy/scipy and reproducible from integer seeds.
+"""
