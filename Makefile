@@ -25,5 +25,7 @@ test: venv
 demo: venv
 	$(PY) scripts/demo.py --out_dir results/demo
 
+# Style, then the layer rule of DESIGN.md (contracts in .importlinter).
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache

@@ -30,5 +30,5 @@ setup(
         "pyyaml>=6.0",
         "pydicom>=2.4",
     ],
-    extras_require={"test": ["pytest>=7.0", "ruff>=0.5"]},
+    extras_require={"test": ["pytest>=7.0", "ruff>=0.5", "import-linter>=2.1"]},
 )
