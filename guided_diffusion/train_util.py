@@ -109,7 +109,7 @@ def train_defaults() -> dict:
 
 
 class Evaluator(Protocol):
-    """Scores the network on fixed validation data (e.g. :class:`~guided_diffusion.pet.training_eval.CropEvaluator`)."""
+    """Scores the network on fixed validation data (e.g. :class:`~guided_diffusion.pet.training.validation.CropEvaluator`)."""
 
     metric_names: tuple[str, ...]
 
