@@ -13,5 +13,7 @@ Subpackages, one job each:
 
 Beside them, shared by several jobs: :mod:`~guided_diffusion.pet.intensity`
 (SUV <-> model scale), :mod:`~guided_diffusion.pet.patches` (patch planning and
-blending) and :mod:`~guided_diffusion.pet.filters` (Gaussian filter given in mm).
+blending), :mod:`~guided_diffusion.pet.filters` (Gaussian filter given in mm) and
+:mod:`~guided_diffusion.pet.ensemble` (running mean and SD of ensemble members).
+Only ``training/`` uses torch; the rest is numpy/scipy (``make lint`` checks it).
 """
