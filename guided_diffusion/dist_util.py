@@ -69,17 +69,18 @@ def world_size() -> int:
 
 
 _device: torch.device | None = None
+_ranks_on_node = 1
 
 
-def _local_rank() -> int:
-    """Rank among the processes on this node. A collective call: every rank must make it."""
+def _node_rank_and_size() -> tuple[int, int]:
+    """Rank among the processes on this node, and their number. A collective call: every rank must make it."""
     if world_size() == 1:
-        return 0
+        return 0, 1
     from mpi4py import MPI
 
     node = COMM.Split_type(MPI.COMM_TYPE_SHARED)
     try:
-        return node.Get_rank()
+        return node.Get_rank(), node.Get_size()
     finally:
         node.Free()
 
@@ -93,8 +94,8 @@ def setup_device() -> torch.device:
     becomes the current CUDA device, so NCCL, pinned memory and generators
     created without an index use it.
     """
-    global _device
-    local = _local_rank()
+    global _device, _ranks_on_node
+    local, _ranks_on_node = _node_rank_and_size()
     if _device is None:
         if torch.cuda.is_available() and torch.cuda.device_count() > 0:
             _device = torch.device("cuda", local % torch.cuda.device_count())
@@ -205,6 +206,11 @@ def init_process_group() -> None:
             port = s.getsockname()[1]
     address, port = COMM.bcast((address, port), root=0)
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = address, str(port)
-    backend = "nccl" if dev().type == "cuda" else "gloo"
+    # NCCL refuses two ranks on one GPU; gloo also runs CUDA tensors (through the host).
+    shares_gpu = dev().type == "cuda" and _ranks_on_node > torch.cuda.device_count()
+    backend = "nccl" if dev().type == "cuda" and not shares_gpu else "gloo"
+    if shares_gpu and rank() == 0:
+        print(f"note: {_ranks_on_node} ranks share {torch.cuda.device_count()} GPU(s) on a node; "
+              "torch.distributed uses gloo instead of NCCL", file=sys.stderr, flush=True)
     dist.init_process_group(backend, init_method="env://", rank=rank(), world_size=world_size())
 

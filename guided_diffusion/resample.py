@@ -64,18 +64,14 @@ class LossAwareSampler(ScheduleSampler):
 
     def update_with_local_losses(self, local_ts: torch.Tensor, local_losses: torch.Tensor) -> None:
         """Share this rank's (timestep, loss) pairs with all ranks and update the weights identically."""
-        ts, losses = local_ts.detach().long(), local_losses.detach().float()
+        ts, losses = local_ts.detach().cpu().tolist(), local_losses.detach().float().cpu().tolist()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            sizes = [torch.zeros(1, dtype=torch.long, device=ts.device) for _ in range(dist.get_world_size())]
-            dist.all_gather(sizes, torch.tensor([len(ts)], device=ts.device))
-            longest = int(max(s.item() for s in sizes))
-            padded_ts = [torch.zeros(longest, dtype=torch.long, device=ts.device) for _ in sizes]
-            padded_losses = [torch.zeros(longest, device=ts.device) for _ in sizes]
-            dist.all_gather(padded_ts, torch.nn.functional.pad(ts, (0, longest - len(ts))))
-            dist.all_gather(padded_losses, torch.nn.functional.pad(losses, (0, longest - len(losses))))
-            ts = torch.cat([x[: int(n.item())] for x, n in zip(padded_ts, sizes)])
-            losses = torch.cat([x[: int(n.item())] for x, n in zip(padded_losses, sizes)])
-        self.update_with_all_losses(ts.cpu().tolist(), losses.cpu().tolist())
+            # Objects, not tensors: works on every backend (gloo cannot all_gather CUDA tensors).
+            everyone: list = [None] * dist.get_world_size()
+            dist.all_gather_object(everyone, (ts, losses))
+            ts = [t for rank_ts, _ in everyone for t in rank_ts]
+            losses = [loss for _, rank_losses in everyone for loss in rank_losses]
+        self.update_with_all_losses(ts, losses)
 
     @abstractmethod
     def update_with_all_losses(self, ts: list[int], losses: list[float]) -> None:
