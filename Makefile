@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; pinned so pip does not pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv test lint demo
+.PHONY: venv test test-fast lint demo
 
 venv: $(VENV)/.installed
 
@@ -20,6 +20,10 @@ $(VENV)/.installed: setup.py
 
 test: venv
 	$(PY) -m pytest -q tests
+
+# The quick subset while working (about a minute on 2 cores): no slow tests, no mpiexec.
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow and not mpi" tests
 
 # Simulated subject -> denoised volume, uncertainty, figure and metrics in results/demo/.
 demo: venv

@@ -8,7 +8,8 @@ Accepted files:
   from which the EMA weights are taken by default.
 
 Files are always read with ``torch.load(..., weights_only=True)``: a file that
-would need to run pickled code is refused.
+would need to run pickled code is refused. A path may be a local file or a
+cloud URL (``gs://...``, ``az://...``; see :mod:`guided_diffusion.storage`).
 """
 
 from __future__ import annotations
@@ -19,18 +20,19 @@ from pathlib import Path
 
 import torch
 
+from . import storage
 from .errors import UserError
 
 CHECKPOINT_FORMAT = "pet-ddpm3d-checkpoint-v1"
 
 
 def read_checkpoint(path: str | Path, flag: str = "--model_path") -> dict:
-    """Read ``path`` with ``weights_only=True`` on the CPU; UserError for missing, corrupt or unsafe files."""
-    path = Path(path)
-    if not path.is_file():
+    """Read ``path`` (a file or URL) with ``weights_only=True`` on the CPU; UserError for missing, corrupt or unsafe files."""
+    if not storage.is_file(path):
         raise UserError(f"{flag} {path}: the checkpoint file does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with storage.open_binary_for_read(path) as f:
+            obj = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         if found:

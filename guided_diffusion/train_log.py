@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,8 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import dist_util
-from .atomic import atomic_write
+from . import dist_util, storage
 
 QUARTILES = ("loss_q0", "loss_q1", "loss_q2", "loss_q3")
 TRAIN_COLUMNS = ("step", "samples", "loss", "mse", "vb", *QUARTILES, "grad_norm", "lr", "samples_per_s")
@@ -22,14 +22,14 @@ class ProgressLog:
     """Sums of statistics since the last row; :meth:`write` averages them over every rank.
 
     Args:
-        path: the CSV file (``progress.csv``); only rank 0 touches it.
+        path: the CSV file (``progress.csv``; a local path or a URL); only rank 0 touches it.
         extra_columns: further columns (validation scores), empty when not computed.
         start_step: rows after this step (left by a run killed before its next
             checkpoint) are dropped, so a resumed run does not log a step twice.
     """
 
     def __init__(self, path: str | Path, extra_columns: Sequence[str] = (), start_step: int = 0):
-        self.path = Path(path)
+        self.path = path
         self.columns = (*TRAIN_COLUMNS, *extra_columns)
         self.sums: dict[str, list[float]] = {}
         if dist_util.rank() == 0:
@@ -37,17 +37,15 @@ class ProgressLog:
 
     def _start_file(self, start_step: int) -> None:
         kept = []
-        if self.path.exists():
-            with open(self.path, newline="") as f:
-                kept = [row for row in csv.DictReader(f) if row.get("step", "").isdigit() and int(row["step"]) <= start_step]
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, self.columns, restval="", extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(kept)
-
-        atomic_write(self.path, write)
+        if storage.is_file(self.path):
+            with storage.open_binary_for_read(self.path) as f:
+                rows = csv.DictReader(io.TextIOWrapper(f, encoding="utf-8", newline=""))
+                kept = [row for row in rows if row.get("step", "").isdigit() and int(row["step"]) <= start_step]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, self.columns, restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(kept)
+        storage.write_binary(self.path, lambda f: f.write(text.getvalue().encode("utf-8")))
 
     def add(self, name: str, value: float, count: int = 1) -> None:
         """Add ``value`` (a sum over ``count`` items) to the statistic ``name``."""
@@ -79,8 +77,9 @@ class ProgressLog:
         row.update(values, step=step)
         if dist_util.rank() == 0:
             tqdm.write(" ".join(f"{k} {_format(row[k])}" for k in self.columns if k in row))
-            with open(self.path, "a", newline="") as f:
-                csv.DictWriter(f, self.columns, restval="", extrasaction="ignore").writerow(row)
+            line = io.StringIO()
+            csv.DictWriter(line, self.columns, restval="", extrasaction="ignore").writerow(row)
+            storage.append_text(self.path, line.getvalue())
         return row
 
 

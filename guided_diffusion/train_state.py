@@ -8,9 +8,11 @@ Files of step ``s`` (seven digits):
 * ``ema_{rate}_{s:07d}.pt``: the plain EMA ``state_dict`` of each rate, for
   denoising or fine-tuning.
 
-The EMA files of a step are written before its checkpoint, and every file goes
-to a temporary name first and is then renamed, so a run killed at any moment
-leaves the newest *complete* checkpoint as the newest ``checkpoint_*.pt``.
+The EMA files of a step are written before its checkpoint, and every file is
+written atomically (a temporary name, then a rename; an object store publishes
+an upload only when it is complete), so a run killed at any moment leaves the
+newest *complete* checkpoint as the newest ``checkpoint_*.pt``. The folder may
+be a local path or a cloud URL (see :mod:`guided_diffusion.storage`).
 """
 
 from __future__ import annotations
@@ -20,53 +22,57 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_write
+from . import storage
 
 CHECKPOINT_PATTERN = re.compile(r"checkpoint_(\d{7,})\.pt")
 EMA_PATTERN = re.compile(r"ema_(.+)_(\d{7,})\.pt")
 
 
-def checkpoint_path(folder: str | Path, step: int) -> Path:
-    return Path(folder) / f"checkpoint_{step:07d}.pt"
+def checkpoint_path(folder: str | Path, step: int) -> str | Path:
+    return storage.join(folder, f"checkpoint_{step:07d}.pt")
 
 
-def ema_path(folder: str | Path, rate: str, step: int) -> Path:
-    return Path(folder) / f"ema_{rate}_{step:07d}.pt"
+def ema_path(folder: str | Path, rate: str, step: int) -> str | Path:
+    return storage.join(folder, f"ema_{rate}_{step:07d}.pt")
 
 
-def _steps(folder: Path) -> list[int]:
-    return sorted(int(m.group(1)) for p in folder.glob("checkpoint_*.pt") if (m := CHECKPOINT_PATTERN.fullmatch(p.name)))
+def _steps(names: list[str]) -> list[int]:
+    return sorted(int(m.group(1)) for name in names if (m := CHECKPOINT_PATTERN.fullmatch(name)))
 
 
-def latest_checkpoint(folder: str | Path) -> Path | None:
+def latest_checkpoint(folder: str | Path) -> str | Path | None:
     """The newest ``checkpoint_*.pt`` in ``folder`` (None if there is none)."""
-    folder = Path(folder)
-    steps = _steps(folder) if folder.is_dir() else []
+    steps = _steps(storage.listdir(folder))
     return checkpoint_path(folder, steps[-1]) if steps else None
 
 
-def write_checkpoint(folder: str | Path, step: int, state: dict, ema_states: dict[str, dict]) -> Path:
+def write_checkpoint(folder: str | Path, step: int, state: dict, ema_states: dict[str, dict]) -> str | Path:
     """Write the EMA files of ``step``, then its checkpoint, each atomically; return the checkpoint's path."""
     for rate, ema in ema_states.items():
-        atomic_write(ema_path(folder, rate, step), lambda tmp, ema=ema: torch.save(ema, tmp))
-    return atomic_write(checkpoint_path(folder, step), lambda tmp: torch.save(state, tmp))
+        storage.write_binary(ema_path(folder, rate, step), lambda f, ema=ema: torch.save(ema, f))
+    return storage.write_binary(checkpoint_path(folder, step), lambda f: torch.save(state, f))
 
 
 def prune_checkpoints(folder: str | Path, keep_last: int) -> None:
     """Delete the checkpoints and EMA files of all but the newest ``keep_last`` steps (0 keeps all)."""
-    folder = Path(folder)
-    steps = _steps(folder)
+    names = storage.listdir(folder)
+    steps = _steps(names)
     if keep_last <= 0 or len(steps) <= keep_last:
         return
     oldest_kept = steps[-keep_last]
-    for path in folder.glob("*.pt"):
-        match = CHECKPOINT_PATTERN.fullmatch(path.name) or EMA_PATTERN.fullmatch(path.name)
+    for name in names:
+        match = CHECKPOINT_PATTERN.fullmatch(name) or EMA_PATTERN.fullmatch(name)
         if match and int(match.groups()[-1]) < oldest_kept:
-            path.unlink(missing_ok=True)
+            storage.remove(storage.join(folder, name))
 
 
 def remove_stale_temporaries(folder: str | Path) -> None:
-    """Delete temporary files left by a save that was killed (``.checkpoint_*`` / ``.ema_*`` ``.tmp.pt``)."""
+    """Delete temporary files left by a local save that was killed (``.checkpoint_*`` / ``.ema_*`` ``.tmp.pt``).
+
+    Object stores keep no temporaries: an interrupted upload is never published.
+    """
+    if storage.is_url(folder):
+        return
     for pattern in (".checkpoint_*.tmp.pt", ".ema_*.tmp.pt"):
         for path in Path(folder).glob(pattern):
             path.unlink(missing_ok=True)

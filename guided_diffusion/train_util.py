@@ -32,7 +32,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from . import dist_util
+from . import dist_util, storage
 from .checkpoint import CHECKPOINT_FORMAT, load_model_weights, read_checkpoint
 from .ema import EMA, parse_ema_rates
 from .errors import UserError
@@ -152,8 +152,9 @@ class TrainLoop:
         self.diffusion, self.data, self.evaluator = diffusion, data, evaluator
         self.device = dist_util.dev()
         self.rank, self.world_size = dist_util.rank(), dist_util.world_size()
-        self.folder = Path(options.result_folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        # A local folder or a cloud URL (see guided_diffusion.storage).
+        self.folder = options.result_folder
+        storage.makedirs(self.folder)
         self.precision = options.precision or ("fp16" if flags.get("use_fp16") else "fp32")
         self.model = model.to(self.device)
         if hasattr(self.model, "use_fp16"):
@@ -175,16 +176,16 @@ class TrainLoop:
             )
         self.eval_model = copy.deepcopy(self.model).eval() if evaluator is not None else None
         columns = evaluator.metric_names if evaluator is not None else ()
-        self.log = ProgressLog(self.folder / "progress.csv", columns, start_step=self.step)
+        self.log = ProgressLog(storage.join(self.folder, "progress.csv"), columns, start_step=self.step)
 
     # -- start: fresh, fine-tuned or resumed ---------------------------------
 
-    def _resume_path(self) -> Path | None:
+    def _resume_path(self) -> str | Path | None:
         if self.options.resume_checkpoint:
-            return Path(self.options.resume_checkpoint)
+            return self.options.resume_checkpoint
         return latest_checkpoint(self.folder)
 
-    def _start(self, resume: Path | None) -> int:
+    def _start(self, resume: str | Path | None) -> int:
         """Restore ``resume`` or initialise (``--init_weights``); return the step to continue from."""
         if resume is None:
             if self.options.init_weights:
@@ -223,7 +224,7 @@ class TrainLoop:
             tqdm.write(f"resuming from {resume} at step {step}")
         return step
 
-    def _check_flags(self, stored: dict, path: Path) -> None:
+    def _check_flags(self, stored: dict, path: str | Path) -> None:
         differ = [f"--{k} {stored.get(k)!r} (now {v!r})" for k, v in self.flags.items()
                   if k not in RESUMABLE_FLAG_CHANGES and stored.get(k) != v]
         if differ:

@@ -1,7 +1,8 @@
-"""Shared test helpers: the reference fixture and its deterministic weight/input rules."""
+"""Shared test helpers: the reference fixture and its weight/input rules, the slow/mpi marks, a fake bucket."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -12,7 +13,39 @@ import torch
 FIXTURE = Path(__file__).parent / "fixtures" / "reference_unet3d.json"
 REPO = Path(__file__).resolve().parent.parent
 
+#: Test files whose tests launch ``mpiexec`` (marked ``mpi``).
+MPI_FILES = ("test_training_mpi.py", "test_denoise_cli.py", "test_dist_util.py")
+#: Tests that take more than about 3 s on 2 cores (``--durations``), by file and function (all parameters).
+SLOW_TESTS = {
+    "test_training.py": (
+        "test_overfits_one_pair", "test_interrupted_run_resumes_to_the_same_losses",
+        "test_checkpoint_loads_into_a_model_built_from_its_flags", "test_lr_anneal_stops_the_run_and_ramps_down",
+        "test_fine_tuning_starts_from_init_weights", "test_mixed_precision_runs", "test_validation_scores_are_logged",
+        "test_script_refuses_bad_data_with_one_line", "test_training_checkpoint_is_accepted_by_the_denoising_script",
+    ),
+    "test_reference_fixture.py": ("test_forward_and_ddim_match_reference",),
+}
+
 torch.set_num_threads(2)
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by these marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of :data:`MPI_FILES` ``mpi`` and those of :data:`SLOW_TESTS` ``slow``.
+
+    A listed file or test that no longer exists is an error, so the lists cannot go stale silently.
+    """
+    here = Path(__file__).parent
+    missing = [name for name in (*MPI_FILES, *SLOW_TESTS) if not (here / name).is_file()]
+    missing += [f"{file}::{test}" for file, tests in SLOW_TESTS.items() if (here / file).is_file()
+                for test in tests if f"def {test}(" not in (here / file).read_text()]
+    if missing:
+        raise pytest.UsageError(f"tests/conftest.py lists tests that do not exist: {', '.join(missing)}")
+    for item in items:
+        if item.path.name in MPI_FILES:
+            item.add_marker(pytest.mark.mpi)
+        if getattr(item, "originalname", item.name) in SLOW_TESTS.get(item.path.name, ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +65,64 @@ def apply_weight_rule(model: torch.nn.Module) -> None:
     model.load_state_dict(
         {key: sine_pattern(state[key].shape, 0.37, 1.3 * i, scale=0.05) for i, key in enumerate(sorted(state))}
     )
+
+
+class FakeBucket:
+    """Stands for blobfile's cloud side: objects in a dict, no network.
+
+    Like an object store, an upload is published only when its file closes, and,
+    like blobfile's default (``partial_writes_on_exc=True``), also when the
+    writing code raised, unless the caller asks otherwise.
+    """
+
+    def __init__(self):
+        self.objects: dict[str, bytes] = {}
+
+    def exists(self, path: str) -> bool:
+        return path in self.objects or self.isdir(path)
+
+    def isdir(self, path: str) -> bool:
+        prefix = path.rstrip("/") + "/"
+        return any(key.startswith(prefix) for key in self.objects)
+
+    def listdir(self, path: str) -> list[str]:
+        prefix = path.rstrip("/") + "/"
+        rest = [key[len(prefix):] for key in self.objects if key.startswith(prefix)]
+        return sorted({name.split("/")[0] + ("/" if "/" in name else "") for name in rest})
+
+    def makedirs(self, path: str) -> None:
+        pass
+
+    def remove(self, path: str) -> None:
+        del self.objects[path]
+
+    def BlobFile(self, path: str, mode: str, partial_writes_on_exc: bool = True):
+        if mode == "rb":
+            if path not in self.objects:
+                raise FileNotFoundError(path)
+            return io.BytesIO(self.objects[path])
+        assert mode in ("wb", "ab"), mode
+        return _Upload(self, path, self.objects.get(path, b"") if mode == "ab" else b"", partial_writes_on_exc)
+
+
+class _Upload(io.BytesIO):
+    def __init__(self, bucket: FakeBucket, path: str, start: bytes, partial_writes_on_exc: bool):
+        super().__init__()
+        self.write(start)
+        self.bucket, self.path, self.partial_writes_on_exc = bucket, path, partial_writes_on_exc
+
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is None or self.partial_writes_on_exc:
+            self.bucket.objects[self.path] = self.getvalue()
+        return super().__exit__(exc_type, exc, traceback)
+
+
+@pytest.fixture
+def bucket(monkeypatch) -> FakeBucket:
+    """Route blobfile's calls for ``gs://`` paths to a :class:`FakeBucket`."""
+    import blobfile
+
+    fake = FakeBucket()
+    for name in ("exists", "isdir", "listdir", "makedirs", "remove", "BlobFile"):
+        monkeypatch.setattr(blobfile, name, getattr(fake, name))
+    return fake

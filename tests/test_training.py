@@ -212,3 +212,17 @@ def test_validation_with_a_warm_start_begins_at_the_low_dose(pairs):
     # From step 1 the result is the low dose plus noise of SD 0.015; from pure noise it is noise.
     assert scores[1]["val_psnr_low"] - 6 < scores[1]["val_psnr"] < scores[1]["val_psnr_low"]
     assert scores[0]["val_psnr"] < scores[1]["val_psnr"] - 10
+
+
+def test_a_run_in_a_bucket_saves_and_resumes(pairs, bucket, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run = "gs://bucket/run"
+    train(pairs, run, max_steps=2, save_interval=1, keep_last=1)
+    assert sorted(bucket.objects) == [f"{run}/{name}" for name in
+                                      ("checkpoint_0000002.pt", "ema_0.9999_0000002.pt", "progress.csv")]
+    first = bucket.objects[f"{run}/progress.csv"].decode().splitlines()
+    loop = train(pairs, run, max_steps=3, save_interval=1, keep_last=1)
+    assert loop.step == 3 and f"resuming from {run}/checkpoint_0000002.pt at step 2" in capsys.readouterr().out
+    rows = bucket.objects[f"{run}/progress.csv"].decode().splitlines()
+    assert rows[:3] == first and rows[3].startswith("3,")
+    assert list(tmp_path.iterdir()) == [], "nothing may be written locally"
