@@ -16,13 +16,8 @@ import torch
 
 from guided_diffusion import dist_util
 from guided_diffusion.denoise import PatchingOptions, make_plan
-from guided_diffusion.script_util import (
-    add_dict_to_argparser,
-    args_to_dict,
-    parse_args_with_config,
-    sr_create_model_and_diffusion,
-    sr_model_and_diffusion_defaults,
-)
+from guided_diffusion.flags import FlagParser, add_dict_to_argparser, args_to_dict, parse_args_with_config
+from guided_diffusion.script_util import sr_create_model_and_diffusion, sr_model_and_diffusion_defaults
 
 AUTOCAST = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -31,7 +26,7 @@ def create_argparser() -> argparse.ArgumentParser:
     defaults = {"patch": "96,192,288", "batch": 1, "precisions": "fp32,fp16,bf16", "repeats": 5,
                 "volume": "192,288,520", "steps": 50, "ensemble": 1}
     defaults.update(sr_model_and_diffusion_defaults())
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = FlagParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dict_to_argparser(parser, defaults)
     return parser
 

@@ -20,15 +20,16 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from guided_diffusion import dist_util
 from guided_diffusion.atomic import atomic_write, atomic_write_text
 from guided_diffusion.errors import UserError
+from guided_diffusion.flags import FlagParser
 from guided_diffusion.pet.eval.figures import demo_figure
 from guided_diffusion.pet.eval.scoring import score_against_full_dose
 from guided_diffusion.pet.sim.cases import EvaluationCase, simulated_case
@@ -41,7 +42,7 @@ DOSE = 1 / 20
 
 
 def create_argparser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = FlagParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out_dir", default=str(REPO / "results" / "demo"))
     parser.add_argument("--model_path", default=str(DEMO_MODEL))
     parser.add_argument("--seed", type=int, default=DEMO_SEED, help="subject seed (>= 1000: not in the training set)")
@@ -128,8 +129,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    dist_util.run_main(main)

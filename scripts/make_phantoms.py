@@ -30,8 +30,10 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
+from guided_diffusion import dist_util
 from guided_diffusion.atomic import atomic_write, atomic_write_text
 from guided_diffusion.errors import UserError
+from guided_diffusion.flags import FlagParser
 from guided_diffusion.pet.sim.doses import dose_label, parse_dose_fractions
 from guided_diffusion.pet.sim.phantom import LABEL_NAMES
 from guided_diffusion.pet.sim.simulation import (
@@ -49,7 +51,7 @@ FORMATS = ("npz", "nifti", "both")
 
 
 def create_argparser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = FlagParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out_dir", required=True, help="output folder (created if missing)")
     parser.add_argument("--num_subjects", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="dataset seed; subject i gets its own seed from (seed, i)")
@@ -206,16 +208,11 @@ def run(args: argparse.Namespace) -> None:
             atomic_write_text(out_dir / "pairs.csv", _pairs_csv(all_rows))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     args = create_argparser().parse_args(argv)
-    try:
-        run(args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    run(args)
     print(f"wrote {args.num_subjects} subject(s) to {args.out_dir}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    dist_util.run_main(main)

@@ -3,7 +3,7 @@
     mpiexec -n N python scripts/train.py --config paper --data_dir data/train \
         --result_folder results/train --batch_size 1 --max_steps 400000
 
-Pairs are found recursively in --data_dir (see docs/training.md); random crops of
+Pairs are found recursively in --data_dir (see README.md, "Data layout"); random crops of
 --patch_size feed one process per GPU. Checkpoints, EMA weights and progress.csv
 go to --result_folder; a run started again with the same folder resumes from its
 newest checkpoint.
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from guided_diffusion import dist_util
+from guided_diffusion import dist_util, storage
 from guided_diffusion.errors import UserError
+from guided_diffusion.flags import FlagParser, add_dict_to_argparser, args_to_dict, parse_args_with_config
 from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX, check_suv_max
 from guided_diffusion.pet.training.crops import (
     PairCropDataset,
@@ -28,10 +29,7 @@ from guided_diffusion.pet.training.crops import (
 from guided_diffusion.pet.training.pairs import find_pairs, prepare_pairs, shard
 from guided_diffusion.pet.training.validation import CropEvaluator
 from guided_diffusion.script_util import (
-    add_dict_to_argparser,
-    args_to_dict,
     diffusion_from_flags,
-    parse_args_with_config,
     sr_create_model_and_diffusion,
     sr_model_and_diffusion_defaults,
 )
@@ -53,7 +51,7 @@ def create_argparser() -> argparse.ArgumentParser:
     }
     defaults.update(train_defaults())
     defaults.update(sr_model_and_diffusion_defaults())
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = FlagParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dict_to_argparser(parser, defaults)
     return parser
 
@@ -66,6 +64,9 @@ def check_flags(args: argparse.Namespace, options: TrainOptions) -> tuple[int, i
         raise UserError(f"--dims {args.dims}: training takes 3D crops; use --dims 3")
     if args.num_workers < 0 or args.val_crops < 1:
         raise UserError("--num_workers must be >= 0 and --val_crops >= 1")
+    if storage.is_url(args.data_cache or args.result_folder):
+        raise UserError("--data_cache must be a local folder (the .npy cache is memory-mapped); "
+                        "give one when --result_folder is a URL")
     check_suv_max(args.suv_max)
     options.check()
     return parse_patch_size(args.patch_size)

@@ -142,11 +142,11 @@ def test_make_phantoms_writes_pairs(tmp_path):
     assert len(manifest["subjects"]) == 2 and manifest["label_names"]["9"] == "liver"
 
     again = _cli(*args)
-    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert again.returncode == 1 and "--overwrite" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
 
 
 def test_make_phantoms_bad_flag(tmp_path):
     result = _cli("--out_dir", str(tmp_path), "--dose_levels", "1/0")
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stderr.strip().splitlines() == ["error: --dose_levels: cannot read '1/0'; write fractions like 1/20 or 0.05"]

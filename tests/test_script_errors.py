@@ -1,0 +1,23 @@
+"""Every script reports a bad flag the same way: one line ``error: ...`` on stderr and exit status 1."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+
+@pytest.mark.parametrize("script,argv,named", [
+    ("scripts/make_phantoms.py", ["--out_dir", "unused", "--num_subjects", "two"], "--num_subjects"),
+    ("scripts/train.py", ["--not_a_flag", "1"], "--not_a_flag"),
+    ("scripts/train.py", ["--data_dir", "pairs", "--result_folder", "gs://bucket/run"], "--data_cache"),
+    ("benchmarks/quality.py", ["--config", "no_such_preset"], "no_such_preset"),
+])
+def test_scripts_share_one_exit_status_for_bad_flags(tmp_path, script, argv, named):
+    result = subprocess.run([sys.executable, str(REPO / script), *argv], capture_output=True, text=True,
+                            cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0]
