@@ -126,27 +126,72 @@ def test_p_mean_variance_shapes_and_positive_variance(var_type, mean_type):
     torch.testing.assert_close(out["variance"].log(), out["log_variance"])
 
 
-@pytest.mark.parametrize("flags", [
-    {"learn_sigma": True},
-    {"learn_sigma": True, "rescale_learned_sigmas": True},
-    {"use_kl": True, "learn_sigma": True},
-    {"predict_xstart": True},
-])
-def test_training_losses_terms(flags):
-    diffusion = create_gaussian_diffusion(steps=50, **flags)
-    out_channels = 2 if flags.get("learn_sigma") else 1
-    x0 = torch.rand(2, 1, 2, 4, 4) * 2 - 1
-
+def zero_model(out_channels: int):
+    """A network whose every output is 0: the noise (or x_0) it predicts and, with two channels, v."""
     def model(x_t, t, **_):
-        return torch.zeros(x_t.shape[0], out_channels, *x_t.shape[2:], requires_grad=True)
+        return torch.zeros(x_t.shape[0], out_channels, *x_t.shape[2:])
 
-    terms = diffusion.training_losses(model, x0, torch.tensor([0, 30]))
-    assert terms["loss"].shape == (2,)
-    assert torch.isfinite(terms["loss"]).all() and (terms["loss"] > 0).all()
+    return model
+
+
+def zero_model_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x_0 uniform in [-1, 1], its noise, and one step index per sample: shapes (3, 1, 2, 4, 4), same, (3,)."""
+    gen = torch.Generator().manual_seed(seed)
+    x0 = torch.rand(3, 1, 2, 4, 4, generator=gen) * 2 - 1
+    return x0, torch.randn(x0.shape, generator=gen), torch.tensor([1, 17, 49])
+
+
+@pytest.mark.parametrize("predict_xstart", [False, True])
+def test_mse_of_a_zero_model_is_the_mean_square_of_its_target(predict_xstart):
+    diffusion = create_gaussian_diffusion(steps=50, predict_xstart=predict_xstart)
+    x0, noise, t = zero_model_batch()
+    terms = diffusion.training_losses(zero_model(1), x0, t, noise=noise)
+    target = x0 if predict_xstart else noise
+    expected = target.pow(2).mean(dim=(1, 2, 3, 4))
+    assert set(terms) == {"loss", "mse"}
+    torch.testing.assert_close(terms["mse"], expected)
+    torch.testing.assert_close(terms["loss"], expected)
+
+
+def kl_bits_of_a_zero_model(x0: np.ndarray, noise: np.ndarray, t: np.ndarray, steps: int) -> np.ndarray:
+    """KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) in bits per voxel, per sample, for t > 0, by hand.
+
+    The linear schedule (betas 1e-4 to 0.02 over 1000 steps, scaled to ``steps``)
+    in float64. The network predicts eps = 0, so its x_0 is x_t / sqrt(alpha_bar_t),
+    and v = 0, so its log-variance lies half-way between log(beta_t) and the
+    posterior's.
+    """
+    scale = 1000 / steps
+    betas = np.linspace(scale * 1e-4, scale * 0.02, steps)
+    alpha_bar = np.cumprod(1 - betas)
+    shape = (-1,) + (1,) * (x0.ndim - 1)
+    beta, ab = betas[t].reshape(shape), alpha_bar[t].reshape(shape)
+    ab_prev = alpha_bar[t - 1].reshape(shape)
+    x_t = np.sqrt(ab) * x0 + np.sqrt(1 - ab) * noise
+    c0, ct = beta * np.sqrt(ab_prev) / (1 - ab), (1 - ab_prev) * np.sqrt(1 - beta) / (1 - ab)
+    var_q = beta * (1 - ab_prev) / (1 - ab)
+    mean_q, mean_p = c0 * x0 + ct * x_t, c0 * x_t / np.sqrt(ab) + ct * x_t
+    log_var_p = 0.5 * (np.log(beta) + np.log(var_q))
+    kl = 0.5 * (-1 + log_var_p - np.log(var_q) + (var_q + (mean_q - mean_p) ** 2) / np.exp(log_var_p))
+    return kl.reshape(len(t), -1).mean(axis=1) / np.log(2)
+
+
+@pytest.mark.parametrize("flags", [{}, {"rescale_learned_sigmas": True}, {"use_kl": True}])
+def test_bound_term_of_a_zero_model_is_the_gaussian_kl(flags):
+    steps = 50
+    diffusion = create_gaussian_diffusion(steps=steps, learn_sigma=True, **flags)
+    x0, noise, t = zero_model_batch()
+    terms = diffusion.training_losses(zero_model(2), x0, t, noise=noise)
+    kl = torch.from_numpy(kl_bits_of_a_zero_model(x0.double().numpy(), noise.double().numpy(), t.numpy(), steps))
+    mse = noise.double().pow(2).mean(dim=(1, 2, 3, 4))
     if flags.get("use_kl"):
-        assert "mse" not in terms
+        expected = {"loss": kl * steps}
     else:
-        assert "mse" in terms and ("vb" in terms) == bool(flags.get("learn_sigma"))
+        vb = kl * steps / 1000 if flags else kl
+        expected = {"mse": mse, "vb": vb, "loss": mse + vb}
+    assert set(terms) == set(expected)
+    for name, value in expected.items():
+        torch.testing.assert_close(terms[name].double(), value, rtol=1e-4, atol=1e-6)
 
 
 def test_schedule_samplers():
