@@ -16,14 +16,12 @@ from training_helpers import REPO, TINY_NET, TRAIN, run_train, write_bad, write_
 from guided_diffusion import dist_util
 from guided_diffusion.checkpoint import load_model_weights, read_checkpoint
 from guided_diffusion.errors import UserError
+from guided_diffusion.flags import add_dict_to_argparser, args_to_dict, parse_args_with_config
 from guided_diffusion.pet.training.crops import PairCropDataset, crop_loader
 from guided_diffusion.pet.training.pairs import find_pairs, prepare_pairs
 from guided_diffusion.pet.training.validation import CropEvaluator
 from guided_diffusion.script_util import (
-    add_dict_to_argparser,
-    args_to_dict,
     create_gaussian_diffusion,
-    parse_args_with_config,
     sr_create_model_and_diffusion,
     sr_model_and_diffusion_defaults,
 )
