@@ -73,7 +73,8 @@ def check_flags(args: argparse.Namespace, options: TrainOptions) -> tuple[int, i
 
 
 def main() -> None:
-    args = parse_args_with_config(create_argparser())
+    # Every rank parses the same command line: a bad flag is reported once, and every rank exits.
+    args = dist_util.agree(lambda: parse_args_with_config(create_argparser()))
     options = TrainOptions(**args_to_dict(args, train_defaults().keys()))
     patch = dist_util.agree(lambda: check_flags(args, options))
     flags = args_to_dict(args, sr_model_and_diffusion_defaults().keys())

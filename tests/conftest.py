@@ -13,7 +13,7 @@ import torch
 FIXTURE = Path(__file__).parent / "fixtures" / "reference_unet3d.json"
 REPO = Path(__file__).resolve().parent.parent
 
-#: Test files whose tests launch ``mpiexec`` (marked ``mpi``).
+#: Test files whose tests launch ``mpiexec`` (marked ``mpi``; single tests elsewhere carry the mark themselves).
 MPI_FILES = ("test_training_mpi.py", "test_denoise_cli.py", "test_dist_util.py")
 #: Tests that take more than about 3 s on 2 cores (``--durations``), by file and function (all parameters).
 SLOW_TESTS = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -21,3 +22,13 @@ def test_scripts_share_one_exit_status_for_bad_flags(tmp_path, script, argv, nam
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0]
+
+
+@pytest.mark.mpi
+def test_a_bad_flag_under_mpiexec_is_reported_once(tmp_path):
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    result = subprocess.run([str(mpiexec), "-n", "2", sys.executable, str(REPO / "scripts" / "train.py"),
+                             "--not_a_flag", "1"], capture_output=True, text=True, cwd=tmp_path, check=False,
+                            timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["error: unrecognized arguments: --not_a_flag 1 (see train.py --help)"]
