@@ -15,15 +15,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: Test files whose tests launch ``mpiexec`` (marked ``mpi``; single tests elsewhere carry the mark themselves).
 MPI_FILES = ("test_training_mpi.py", "test_denoise_cli.py", "test_dist_util.py")
-#: Tests that take more than about 3 s on 2 cores (``--durations``), by file and function (all parameters).
+#: Test functions whose runs (all parameters) take more than about 3 s on 2 idle cores (``--durations``),
+#: by file; a file of slow tests only marks itself (``pytestmark``).
 SLOW_TESTS = {
     "test_training.py": (
-        "test_overfits_one_pair", "test_interrupted_run_resumes_to_the_same_losses",
-        "test_checkpoint_loads_into_a_model_built_from_its_flags", "test_lr_anneal_stops_the_run_and_ramps_down",
-        "test_fine_tuning_starts_from_init_weights", "test_mixed_precision_runs", "test_validation_scores_are_logged",
-        "test_script_refuses_bad_data_with_one_line", "test_training_checkpoint_is_accepted_by_the_denoising_script",
+        "test_overfits_one_pair", "test_script_refuses_bad_data_with_one_line",
+        "test_training_checkpoint_is_accepted_by_the_denoising_script",
     ),
-    "test_reference_fixture.py": ("test_forward_and_ddim_match_reference",),
+    "test_simulation.py": ("test_make_phantoms_writes_pairs",),
 }
 
 torch.set_num_threads(2)
