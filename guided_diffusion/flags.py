@@ -66,16 +66,17 @@ def args_to_dict(args: argparse.Namespace, keys: Iterable[str]) -> dict:
 
 def preset_names() -> list[str]:
     """Names of the shipped presets (``paper``, ``tiny``, ...), sorted."""
-    names = set()
-    for folder in _preset_folders():
-        names.update(entry.name[: -len(".yaml")] for entry in folder.iterdir() if entry.name.endswith(".yaml"))
-    return sorted(names)
+    folder = _preset_folder()
+    entries = folder.iterdir() if folder is not None else ()
+    return sorted(entry.name[: -len(".yaml")] for entry in entries if entry.name.endswith(".yaml"))
 
 
-def _preset_folders() -> list[Traversable]:
-    """Folders that hold presets: the installed package data, then the source checkout's ``configs/``."""
-    folders = [resources.files("guided_diffusion") / "configs", SOURCE_CONFIGS]
-    return [folder for folder in folders if folder.is_dir()]
+def _preset_folder() -> Traversable | None:
+    """The presets' folder: the installed package data, else the source checkout's ``configs/``."""
+    for folder in (resources.files("guided_diffusion") / "configs", SOURCE_CONFIGS):
+        if folder.is_dir():
+            return folder
+    return None
 
 
 def load_config(path: str | Path) -> dict:
@@ -84,11 +85,10 @@ def load_config(path: str | Path) -> dict:
 
     source = Path(path)
     if not source.is_file():
-        named = [folder / f"{path}.yaml" for folder in _preset_folders()]
-        source = next((candidate for candidate in named if candidate.is_file()), None)
-        if source is None:
+        if str(path) not in preset_names():
             raise UserError(f"--config {path}: no such file or preset (give a YAML path or one of "
                             f"{', '.join(preset_names()) or 'no presets: the package was installed without them'})")
+        source = _preset_folder() / f"{path}.yaml"
     try:
         preset = yaml.safe_load(source.read_text()) or {}
     except yaml.YAMLError as err:
