@@ -8,7 +8,7 @@ Conventions:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,13 @@ class Volume:
         fmt: "npz", "nifti" or "dicom".
         path: the file (or DICOM directory) read.
         name: file stem without ``.npz`` / ``.nii`` / ``.nii.gz`` (directory name for DICOM).
-        header: the nibabel header for NIfTI input, else None.
+        header: the nibabel header for NIfTI input, a :class:`DicomSource` for DICOM input, else None.
+        source_units: the units the file stored: "SUV", "BQML" (Bq/ml) or "CNTS" (Philips counts).
+        to_suv: factor from the stored units to SUV: a scalar, or one value per Z slice
+            (shape (Z,)) when slices differ (DICOM decay correction NONE);
+            ``data = stored * to_suv``, so a result goes back to the stored units by dividing.
+        suv_record: how SUV was computed, for the sidecar (weight, dose, times, delay,
+            half-life, factor, their sources); None when the file was SUV already.
     """
 
     data: np.ndarray
@@ -39,6 +45,9 @@ class Volume:
     path: Path
     name: str
     header: Any = None
+    source_units: str = "SUV"
+    to_suv: float | np.ndarray = 1.0
+    suv_record: dict[str, Any] | None = field(default=None)
 
     @property
     def voxel_size(self) -> tuple[float, float, float]:
@@ -49,6 +58,23 @@ class Volume:
     def shape(self) -> tuple[int, int, int]:
         """Array shape (X, Y, Z) in voxels."""
         return tuple(self.data.shape)  # type: ignore[return-value]
+
+
+@dataclass(eq=False)
+class DicomSource:
+    """What a DICOM result needs from its source series (``Volume.header`` of DICOM input).
+
+    Attributes:
+        datasets: one pydicom ``Dataset`` per array slice, in array Z order, headers
+            only (pixel data dropped); for an enhanced multi-frame input, one
+            classic-style dataset per frame built from its functional groups.
+        files: the source files, sorted (one per dataset for classic series).
+        series_uid: the source SeriesInstanceUID.
+    """
+
+    datasets: list[Any]
+    files: list[Path]
+    series_uid: str
 
 
 def validated(data: np.ndarray, source: Path) -> np.ndarray:
