@@ -18,17 +18,13 @@ import torch
 from guided_diffusion import dist_util
 from guided_diffusion.atomic import atomic_write_text
 from guided_diffusion.checkpoint import load_model_weights
-from guided_diffusion.denoise import PatchingOptions, SamplingOptions, VolumeDenoiser
+from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser
+from guided_diffusion.flags import FlagParser, add_dict_to_argparser, args_to_dict, parse_args_with_config
+from guided_diffusion.patch_sampling import SamplingOptions
 from guided_diffusion.pet.eval.scoring import score_against_full_dose
 from guided_diffusion.pet.sim.cases import simulated_case
 from guided_diffusion.pet.sim.doses import parse_dose_fraction
-from guided_diffusion.script_util import (
-    add_dict_to_argparser,
-    args_to_dict,
-    parse_args_with_config,
-    sr_create_model_and_diffusion,
-    sr_model_and_diffusion_defaults,
-)
+from guided_diffusion.script_util import sr_create_model_and_diffusion, sr_model_and_diffusion_defaults
 
 
 def create_argparser() -> argparse.ArgumentParser:
@@ -37,7 +33,7 @@ def create_argparser() -> argparse.ArgumentParser:
                 "max_patch_inplane": 320, "patch_overlap": 8, "start_timestep": 0, "out": ""}
     defaults.update(sr_model_and_diffusion_defaults())
     defaults["timestep_respacing"] = "ddim10"
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = FlagParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dict_to_argparser(parser, defaults)
     return parser
 
