@@ -48,6 +48,16 @@ def read_checkpoint(path: str | Path, flag: str = "--model_path") -> dict:
     return obj
 
 
+def stored_flags(path: str | Path, flag: str = "--model_path") -> dict | None:
+    """The flags a training checkpoint was trained with (model, diffusion and ``model_voxel_size``), or None.
+
+    None for a plain ``state_dict`` (the released ``model.pt``, EMA files), which
+    stores no flags. The whole file is read, as :func:`read_checkpoint` does.
+    """
+    checkpoint = read_checkpoint(path, flag)
+    return dict(checkpoint["flags"]) if checkpoint.get("format") == CHECKPOINT_FORMAT else None
+
+
 def model_state_from(checkpoint: dict, path: str | Path, weights: str = "ema") -> dict[str, torch.Tensor]:
     """The network ``state_dict`` inside a loaded file.
 

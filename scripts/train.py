@@ -3,10 +3,11 @@
     mpiexec -n N python scripts/train.py --config paper --data_dir data/train \
         --result_folder results/train --batch_size 1 --max_steps 400000
 
-Pairs are found recursively in --data_dir (see README.md, "Data layout"); random crops of
---patch_size feed one process per GPU. Checkpoints, EMA weights and progress.csv
-go to --result_folder; a run started again with the same folder resumes from its
-newest checkpoint.
+Pairs are found recursively in --data_dir (see README.md, "Data layout") and brought onto
+the model grid: RAS orientation, --model_voxel_size mm voxels (default 0: the voxel size
+the data share), which every checkpoint records. Random crops of --patch_size feed one
+process per GPU. Checkpoints, EMA weights and progress.csv go to --result_folder; a run
+started again with the same folder resumes from its newest checkpoint.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from guided_diffusion.pet.training.crops import (
     crop_loader,
     parse_patch_size,
 )
-from guided_diffusion.pet.training.pairs import find_pairs, prepare_pairs, shard
+from guided_diffusion.pet.training.pairs import data_voxel_size, find_pairs, prepare_pairs, shard
 from guided_diffusion.pet.training.validation import CropEvaluator
 from guided_diffusion.script_util import (
     diffusion_from_flags,
@@ -42,6 +43,7 @@ def create_argparser() -> argparse.ArgumentParser:
         "val_dir": "",
         "data_cache": "",
         "patch_size": "96,96,96",
+        "model_voxel_size": 0.0,
         "flip": False,
         "num_workers": 2,
         "suv_max": DEFAULT_SUV_MAX,
@@ -62,6 +64,9 @@ def check_flags(args: argparse.Namespace, options: TrainOptions) -> tuple[int, i
         raise UserError("--data_dir is required: the folder holding the training pairs")
     if args.dims != 3:
         raise UserError(f"--dims {args.dims}: training takes 3D crops; use --dims 3")
+    if not args.model_voxel_size >= 0:
+        raise UserError(f"--model_voxel_size {args.model_voxel_size}: give the model's voxel size in mm, "
+                        "or 0 to take it from the data")
     if args.num_workers < 0 or args.val_crops < 1:
         raise UserError("--num_workers must be >= 0 and --val_crops >= 1")
     if storage.is_url(args.data_cache or args.result_folder):
@@ -85,11 +90,15 @@ def main() -> None:
 
     rank, world_size = dist_util.rank(), dist_util.world_size()
     cache = Path(args.data_cache or Path(args.result_folder) / "data_cache")
-    pairs = dist_util.agree(lambda: prepare_pairs(shard(find_pairs(args.data_dir), rank, world_size), cache, patch))
+    entries = dist_util.agree(lambda: find_pairs(args.data_dir))
+    # Every rank derives the grid from all pairs, not from its share, so all ranks agree.
+    voxel_size = args.model_voxel_size or dist_util.agree(lambda: data_voxel_size(entries))
+    pairs = dist_util.agree(lambda: prepare_pairs(shard(entries, rank, world_size), cache, patch, voxel_size))
 
     evaluator = None
     if args.val_dir:
-        val_pairs = dist_util.agree(lambda: prepare_pairs(find_pairs(args.val_dir, "--val_dir"), cache, patch))
+        val_entries = dist_util.agree(lambda: find_pairs(args.val_dir, "--val_dir"))
+        val_pairs = dist_util.agree(lambda: prepare_pairs(val_entries, cache, patch, voxel_size))
         val_diffusion = dist_util.agree(lambda: diffusion_from_flags(
             flags, timestep_respacing=args.val_respacing, start_timestep=args.val_start_timestep))
         evaluator = CropEvaluator(val_pairs, val_diffusion, patch, args.val_crops, dist_util.dev(), args.suv_max,
@@ -100,7 +109,9 @@ def main() -> None:
                                   start_batch=start_batch, flip=args.flip, suv_max=args.suv_max)
         return crop_loader(dataset, args.num_workers, pin_memory=dist_util.dev().type == "cuda")
 
-    TrainLoop(model=model, diffusion=diffusion, data=data, options=options, flags=flags, evaluator=evaluator).run_loop()
+    # The model's grid travels with its weights (read back by scripts/test.py).
+    stored = {**flags, "model_voxel_size": voxel_size}
+    TrainLoop(model=model, diffusion=diffusion, data=data, options=options, flags=stored, evaluator=evaluator).run_loop()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import torch
 from training_helpers import REPO, TINY_NET, TRAIN, run_train, write_bad, write_npz_pair
 
 from guided_diffusion import dist_util
-from guided_diffusion.checkpoint import load_model_weights, read_checkpoint
+from guided_diffusion.checkpoint import load_model_weights, read_checkpoint, stored_flags
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import add_dict_to_argparser, args_to_dict, parse_args_with_config
 from guided_diffusion.pet.training.crops import PairCropDataset, crop_loader
@@ -102,6 +102,7 @@ def test_checkpoint_loads_into_a_model_built_from_its_flags(pairs, tmp_path):
         load_model_weights(model, path, weights=weights)
     model, _ = sr_create_model_and_diffusion(**ckpt["flags"])
     load_model_weights(model, tmp_path / "ema_0.9_0000002.pt")
+    assert stored_flags(path) == ckpt["flags"] and stored_flags(tmp_path / "ema_0.9_0000002.pt") is None
     assert all(torch.equal(model.state_dict()[k], v) for k, v in ckpt["ema"]["0.9"].items())
 
 
@@ -166,6 +167,7 @@ def test_script_keeps_the_paper_flag_names():
     ("wrong shape", "needs (2, X, Y, Z)"),
     ("mismatched pair", "must share one grid"),
     ("NaN", "NaN or infinite"),
+    ("two voxel sizes", "differ in voxel size"),
 ])
 def test_script_refuses_bad_data_with_one_line(tmp_path, kind, message):
     data = tmp_path / "data"
@@ -183,6 +185,9 @@ def test_training_checkpoint_is_accepted_by_the_denoising_script(tmp_path):
     result = run_train([*TINY_NET, "--data_dir", str(tmp_path / "data"), "--result_folder", str(tmp_path / "run"),
                         "--max_steps", "2", "--batch_size", "1", "--num_workers", "0"])
     assert result.returncode == 0, result.stderr
+    # The model's grid, taken from the data (1 mm voxels), travels with the checkpoint; EMA files hold weights only.
+    assert stored_flags(tmp_path / "run" / "checkpoint_0000002.pt")["model_voxel_size"] == 1.0
+    assert stored_flags(tmp_path / "run" / "ema_0.9999_0000002.pt") is None
     low = np.load(tmp_path / "data" / "pair.npz")["arr_0"][0]
     np.savez(tmp_path / "scan.npz", arr_0=low)
     for model_path in ("checkpoint_0000002.pt", "ema_0.9999_0000002.pt"):

@@ -50,6 +50,9 @@ def write_bad(folder: Path, kind: str) -> None:
     elif kind == "NaN":
         low[3, 4, 5] = np.nan
         np.savez(folder / "x.npz", arr_0=np.stack([low, full]))
+    elif kind == "two voxel sizes":
+        np.savez(folder / "a.npz", arr_0=np.stack([low, full]), affine=np.eye(4))
+        np.savez(folder / "b.npz", arr_0=np.stack([low, full]), affine=np.diag([2.0, 2.0, 2.0, 1.0]))
     elif kind == "bad manifest":
         (folder / "pairs.csv").write_text("low,full\na.nii.gz,b.nii.gz\n")
     elif kind == "missing file":

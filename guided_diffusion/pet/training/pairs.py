@@ -11,11 +11,15 @@ Layout of a data folder (searched recursively; names starting with ``.`` are ski
   may share one full-dose file. ``.npz`` files named by a manifest are not pairs
   themselves.
 
-Every volume is checked once (readable, 3 axes, finite, pair shapes equal) and
-stored as a float32 ``.npy`` (X, Y, Z) in a cache folder, keyed by the source's
-path, size and modification time. Training then reads crops through memory
-maps, so no more than one volume is ever held in memory, and later runs
-skip the decompression and the checks.
+Every volume is checked once (readable, 3 axes, finite, both volumes of a pair
+on one grid), brought onto the model grid (:mod:`guided_diffusion.pet.io.grid`:
+RAS orientation, ``model_voxel_size`` mm voxels) and stored as a float32
+``.npy`` (X, Y, Z) in a cache folder, keyed by the source's path, size and
+modification time and by the grid, so another voxel size builds new entries.
+Training then reads crops through memory maps, so no more than one volume is
+ever held in memory, and later runs skip the decompression, the resampling and
+the checks. ``.npz`` files without an ``affine`` have 1.65 mm voxels, as
+everywhere in the project.
 """
 
 from __future__ import annotations
@@ -30,14 +34,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
 
 from ...atomic import atomic_write
 from ...errors import UserError
 from ..io import read_volume
+from ..io.grid import SAME_SIZE_MM, GridMapping, plan_grid
+from ..io.reorient import reorientation
+from ..io.volume import DEFAULT_VOXEL_SIZE, checked_affine
 
 MANIFEST_NAMES = ("pairs.csv", "pairs.json")
 MANIFEST_KEYS = ("low_dose", "full_dose")
+#: Voxel centres of the two volumes of a pair may differ by this much (mm).
+SAME_GRID_MM = 0.01
 Shape3 = tuple[int, int, int]
 
 
@@ -58,7 +69,7 @@ class PairEntry:
 
 @dataclass(frozen=True)
 class CachedPair:
-    """A checked pair: two float32 ``.npy`` files (X, Y, Z) in SUV, of equal ``shape``."""
+    """A checked pair on the model grid: two float32 ``.npy`` files (X, Y, Z) in SUV, of equal ``shape``."""
 
     name: str
     low: Path
@@ -124,31 +135,74 @@ def shard(items: Sequence, rank: int, world_size: int) -> list:
     return list(items) if len(items) < world_size else list(items[rank::world_size])
 
 
-def prepare_pairs(entries: Sequence[PairEntry], cache_dir: str | Path, patch_size: Shape3) -> list[CachedPair]:
-    """Check every pair and cache its volumes as ``.npy`` in ``cache_dir`` (one volume in memory at a time).
+def data_voxel_size(entries: Sequence[PairEntry]) -> float:
+    """The voxel size (mm) the training volumes share: the smallest edge of their common voxel.
 
-    A pair smaller than ``patch_size`` on some axis is kept: its crops are
-    padded with zeros (SUV 0, i.e. air), and one warning names such pairs.
+    Voxel edges are compared in RAS order (left-right, posterior-anterior,
+    feet-head), to ``SAME_SIZE_MM``; a volume's orientation does not matter.
+    Only file headers are read (DICOM series are read whole).
+
+    Raises:
+        UserError: two volumes differ in voxel size; the message names them and ``--model_voxel_size``.
+    """
+    first: tuple[Path, np.ndarray] | None = None
+    for entry in entries:
+        for path, (shape, affine) in _entry_geometry(entry):
+            edges = np.linalg.norm(reorientation(shape, affine).canonical_affine[:3, :3], axis=0)
+            if first is None:
+                first = (path, edges)
+            elif np.abs(edges - first[1]).max() > SAME_SIZE_MM:
+                raise UserError(
+                    f"the training volumes differ in voxel size: {_mm(first[1])} in {first[0]}, {_mm(edges)} in "
+                    f"{path}; choose the model's grid with --model_voxel_size MM (e.g. {first[1].min():g})"
+                )
+    if first is None:
+        raise UserError("no training volumes to take the voxel size from; give --model_voxel_size MM")
+    return float(first[1].min())
+
+
+def _mm(edges: np.ndarray) -> str:
+    return " x ".join(f"{e:g}" for e in edges) + " mm"
+
+
+def prepare_pairs(
+    entries: Sequence[PairEntry], cache_dir: str | Path, patch_size: Shape3, model_voxel_size: float = 0.0,
+) -> list[CachedPair]:
+    """Check every pair, bring it onto the model grid and cache its volumes as ``.npy`` in ``cache_dir``.
+
+    One volume is in memory at a time. A pair smaller than ``patch_size`` (on the
+    model grid) on some axis is kept: its crops are padded with zeros (SUV 0,
+    i.e. air), and one warning names such pairs.
+
+    Args:
+        model_voxel_size: isotropic voxel size of the model grid in mm; 0 keeps each
+            volume's voxels (reoriented to RAS only).
 
     Raises:
         UserError: naming the file, for unreadable files, wrong shapes, pairs whose
-            volumes differ in shape, NaN/inf or all-zero volumes.
+            volumes lie on different grids, NaN/inf or all-zero volumes.
     """
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     pairs = []
     for entry in entries:
-        if entry.index is None:
-            low, full = _cached_volume(entry.low, cache), _cached_volume(entry.full, cache)
-        else:
-            low, full = _cached_npz_pair(entry.low, cache)
-        low_shape, full_shape = (np.load(p, mmap_mode="r").shape for p in (low, full))
+        (_, (low_shape, low_affine)), (_, (full_shape, full_affine)) = _entry_geometry(entry)
         if low_shape != full_shape:
             raise UserError(
                 f"{entry.name}: low dose {entry.low} has shape {low_shape} but full dose {entry.full} has "
                 f"shape {full_shape}; both volumes of a pair must share one grid"
             )
-        pairs.append(CachedPair(entry.name, low, full, tuple(int(s) for s in full_shape)))
+        if np.abs(low_affine - full_affine).max() > SAME_GRID_MM:
+            raise UserError(
+                f"{entry.name}: low dose {entry.low} and full dose {entry.full} have different affines "
+                f"({low_affine[:3].tolist()} vs {full_affine[:3].tolist()}); both volumes of a pair must share one grid"
+            )
+        grid = plan_grid(full_shape, full_affine, model_voxel_size)
+        if entry.index is None:
+            low, full = _cached_volume(entry.low, cache, grid), _cached_volume(entry.full, cache, grid)
+        else:
+            low, full = _cached_npz_pair(entry.low, cache, grid)
+        pairs.append(CachedPair(entry.name, low, full, grid.model_shape))
     small = [p.name for p in pairs if any(s < c for s, c in zip(p.shape, patch_size))]
     if small:
         warnings.warn(
@@ -159,8 +213,59 @@ def prepare_pairs(entries: Sequence[PairEntry], cache_dir: str | Path, patch_siz
     return pairs
 
 
+def _entry_geometry(entry: PairEntry) -> list[tuple[Path, tuple[Shape3, np.ndarray]]]:
+    """(path, (shape (X, Y, Z), 4x4 affine)) of the low and the full dose volume of ``entry``."""
+    if entry.index is not None:
+        geometry = _npz_pair_geometry(entry.low)
+        return [(entry.low, geometry), (entry.full, geometry)]
+    return [(path, _volume_geometry(path)) for path in (entry.low, entry.full)]
+
+
+def _volume_geometry(path: Path) -> tuple[Shape3, np.ndarray]:
+    """Shape and affine of a single volume: from the header for NIfTI, else from reading it."""
+    if path.is_file() and path.name.lower().endswith((".nii", ".nii.gz")):
+        try:
+            image = nib.load(path)
+            shape = tuple(int(n) for n in image.shape)
+            affine = image.affine
+        except (OSError, ValueError, EOFError, zlib.error, ImageFileError):
+            shape = ()  # read_volume below names the problem
+        # Trailing length-1 axes (X, Y, Z, 1) are dropped, as read_volume does.
+        while len(shape) > 3 and shape[-1] == 1:
+            shape = shape[:-1]
+        if len(shape) == 3:
+            return shape, checked_affine(affine, str(path))  # type: ignore[return-value]
+    volume = read_volume(path)
+    return volume.shape, volume.affine
+
+
+def _npz_pair_geometry(source: Path) -> tuple[Shape3, np.ndarray]:
+    """Shape (X, Y, Z) and affine of a pair ``.npz`` from its headers (``arr_0`` (2, X, Y, Z), optional ``affine``)."""
+    try:
+        with zipfile.ZipFile(source) as archive:
+            names = [name.removesuffix(".npy") for name in archive.namelist()]
+            if "arr_0" not in names:
+                raise UserError(f"{source}: no array arr_0 (keys: {', '.join(names) or 'none'}); "
+                                "a pair file holds arr_0 of shape (2, X, Y, Z) = (low, full)")
+            with archive.open("arr_0.npy") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                    else np.lib.format.read_array_header_2_0
+                shape = read_header(f)[0]
+        with np.load(source, allow_pickle=False) as npz:
+            affine = npz["affine"] if "affine" in npz.files else np.diag([DEFAULT_VOXEL_SIZE] * 3 + [1.0])
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise UserError(f"{source}: cannot read as .npz ({err}); check the file is complete")
+    if len(shape) != 4 or shape[0] != 2 or min(shape) == 0:
+        raise UserError(
+            f"{source}: arr_0 has shape {shape}; a pair file needs (2, X, Y, Z) = (low dose, full dose). "
+            "Single volumes belong in a pairs.csv manifest"
+        )
+    return tuple(shape[1:]), checked_affine(affine, f"{source} ['affine']")
+
+
 def _cache_name(source: Path, cache: Path, tag: str) -> Path:
-    """Cache file for ``source``: changes when the file is replaced or edited (path, size, mtime)."""
+    """Cache file for ``source`` and ``tag``: changes when the file is replaced or edited (path, size, mtime)."""
     info = source.stat()
     key = f"{source.resolve()}|{info.st_size}|{info.st_mtime_ns}|{tag}"
     return cache / f"{source.name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}-{tag}.npy"
@@ -175,38 +280,30 @@ def _save(target: Path, array: np.ndarray) -> None:
     atomic_write(target, write)
 
 
-def _cached_volume(source: Path, cache: Path) -> Path:
-    """A single volume (any format ``read_volume`` reads), checked and cached."""
-    target = _cache_name(source, cache, "volume")
+def _cached_volume(source: Path, cache: Path, grid: GridMapping) -> Path:
+    """A single volume (any format ``read_volume`` reads), checked, on the model grid and cached."""
+    target = _cache_name(source, cache, f"volume-{grid.key}")
     if not target.exists():
-        _save(target, read_volume(source).data)
+        _save(target, grid.to_model(read_volume(source).data))
     return target
 
 
-def _cached_npz_pair(source: Path, cache: Path) -> tuple[Path, Path]:
-    """The two halves of a pair ``.npz`` (``arr_0`` (2, X, Y, Z)), checked and cached."""
-    low, full = _cache_name(source, cache, "low"), _cache_name(source, cache, "full")
+def _cached_npz_pair(source: Path, cache: Path, grid: GridMapping) -> tuple[Path, Path]:
+    """The two halves of a pair ``.npz`` (``arr_0`` (2, X, Y, Z)), checked, on the model grid and cached."""
+    low, full = (_cache_name(source, cache, f"{half}-{grid.key}") for half in ("low", "full"))
     if low.exists() and full.exists():
         return low, full
     try:
         with np.load(source, allow_pickle=False) as npz:
-            if "arr_0" not in npz.files:
-                raise UserError(f"{source}: no array arr_0 (keys: {', '.join(npz.files) or 'none'}); "
-                                "a pair file holds arr_0 of shape (2, X, Y, Z) = (low, full)")
             data = npz["arr_0"]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         raise UserError(f"{source}: cannot read as .npz ({err}); check the file is complete")
-    if data.ndim != 4 or data.shape[0] != 2 or min(data.shape) == 0:
-        raise UserError(
-            f"{source}: arr_0 has shape {data.shape}; a pair file needs (2, X, Y, Z) = (low dose, full dose). "
-            "Single volumes belong in a pairs.csv manifest"
-        )
     if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
         raise UserError(f"{source}: arr_0 holds {data.dtype}, not real numbers; save it as float32")
     for i, label in enumerate(("low dose", "full dose")):
         _check_values(data[i], f"{source} arr_0[{i}] ({label})")
-    _save(low, data[0])
-    _save(full, data[1])
+    _save(low, grid.to_model(data[0]))
+    _save(full, grid.to_model(data[1]))
     return low, full
 
 
