@@ -26,6 +26,8 @@ def create_argparser() -> argparse.ArgumentParser:
     defaults = {"patch": "96,192,288", "batch": 1, "precisions": "fp32,fp16,bf16", "repeats": 5,
                 "volume": "192,288,520", "steps": 50, "ensemble": 1}
     defaults.update(sr_model_and_diffusion_defaults())
+    # Presets state the model's grid; --patch and --volume are already counted in its voxels.
+    defaults["model_voxel_size"] = 0.0
     parser = FlagParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dict_to_argparser(parser, defaults)
     return parser

@@ -11,7 +11,7 @@ from guided_diffusion.script_util import sr_model_and_diffusion_defaults
 
 def parser() -> FlagParser:
     p = FlagParser(prog="train.py")
-    add_dict_to_argparser(p, sr_model_and_diffusion_defaults())
+    add_dict_to_argparser(p, {**sr_model_and_diffusion_defaults(), "model_voxel_size": 0.0})
     return p
 
 
@@ -52,6 +52,10 @@ def test_presets_hold_their_documented_values():
     paper = load_config("paper")
     assert (paper["num_channels"], paper["learn_sigma"], paper["diffusion_steps"]) == (128, True, 1000)
     assert load_config("tiny")["num_channels"] == 32
+    # The model grid: 1.65 mm for the paper's network, 4 mm for the demo model, the input's grid for tiny.
+    assert paper["model_voxel_size"] == 1.65 and load_config("demo")["model_voxel_size"] == 4.0
+    assert "model_voxel_size" not in load_config("tiny")
+    assert {k: v for k, v in load_config("demo").items() if k != "model_voxel_size"} == load_config("tiny")
 
 
 def test_config_path_is_read(tmp_path):
