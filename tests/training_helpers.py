@@ -49,7 +49,7 @@ def write_bad(folder: Path, kind: str) -> None:
         (folder / "pairs.csv").write_text("low_dose,full_dose\nlow.nii.gz,full.nii.gz\n")
     elif kind == "NaN":
         low[3, 4, 5] = np.nan
-        np.savez(folder / "x.npz", arr_0=np.stack([low, full]))
+        np.savez(folder / "x.npz", arr_0=np.stack([low, full]), affine=np.eye(4))  # the grid of write_npz_pair
     elif kind == "two voxel sizes":
         np.savez(folder / "a.npz", arr_0=np.stack([low, full]), affine=np.eye(4))
         np.savez(folder / "b.npz", arr_0=np.stack([low, full]), affine=np.diag([2.0, 2.0, 2.0, 1.0]))
