@@ -1,16 +1,12 @@
 import gzip
-import math
 
 import nibabel as nib
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from dicom_helpers import pixels, write_pet_series
 
 from guided_diffusion.errors import UserError
 from guided_diffusion.pet.io import list_volumes, output_path, read_volume, write_volume
-
-PET_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
 
 
 def _volume(shape=(6, 5, 4), seed=0):
@@ -168,66 +164,20 @@ def test_write_refuses_shape_mismatch_wrong_suffix_and_existing(tmp_path):
 
 # ----------------------------------------------------------------------------- DICOM
 
-WEIGHT_KG, DOSE_BQ, HALF_LIFE_S = 70.0, 370e6, 6586.2
 
-
-def _write_series(folder, positions, pixels, slopes, drop=(), **overrides):
-    """One PET slice per z in ``positions``; pixels[k] is (rows, columns)."""
-    folder.mkdir()
-    series = generate_uid()
-    for k, (z, px, slope) in enumerate(zip(positions, pixels, slopes)):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = PET_STORAGE
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = PET_STORAGE, meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.SeriesInstanceUID = "PT", series
-        ds.Rows, ds.Columns = px.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.PixelData = px.astype("<i2").tobytes()
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [-100.0, -120.0, z]
-        ds.PixelSpacing = [2.0, 3.0]  # row spacing (along Y), column spacing (along X)
-        ds.SliceThickness = 4.0
-        ds.RescaleSlope, ds.RescaleIntercept = slope, 0.0
-        ds.Units, ds.DecayCorrection = "BQML", "START"
-        ds.PatientWeight = WEIGHT_KG
-        ds.SeriesTime, ds.AcquisitionTime = "110000", "110000"
-        info = Dataset()
-        info.RadionuclideTotalDose = DOSE_BQ
-        info.RadionuclideHalfLife = HALF_LIFE_S
-        info.RadiopharmaceuticalStartTime = "100000.00"
-        ds.RadiopharmaceuticalInformationSequence = [info]
-        for key, value in overrides.items():
-            setattr(ds, key, value)
-        for key in drop:
-            delattr(ds, key)
-        ds.save_as(folder / f"slice{k:02d}.dcm", enforce_file_format=True)
-
-
-def _series_data(n=4, rows=8, cols=6):
-    rng = np.random.default_rng(3)
-    pixels = [rng.integers(1, 1000, (rows, cols)) for _ in range(n)]
-    slopes = [0.5, 2.0, 1.0, 0.25][:n]
-    return pixels, slopes
-
-
-def test_dicom_series_suv_and_affine(tmp_path):
-    pixels, slopes = _series_data()
+def test_dicom_series_suv_affine_and_nifti_result(tmp_path):
+    stored = pixels(rows=8, columns=6)
+    slopes = [0.5, 2.0, 1.0, 0.25]
     positions = [12.0, 0.0, 8.0, 4.0]  # files out of order on purpose
-    _write_series(tmp_path / "pet", positions, pixels, slopes)
+    write_pet_series(tmp_path / "pet", stored, slopes=slopes, positions=positions)
     (tmp_path / "pet" / "README").write_text("not DICOM; skipped")
     vol = read_volume(tmp_path / "pet")
-    assert vol.fmt == "dicom" and vol.name == "pet" and vol.shape == (6, 8, 4)
+    assert vol.fmt == "dicom" and vol.name == "P1_PET_WB_20240305" and vol.shape == (6, 8, 4)
 
-    decayed = DOSE_BQ * 2 ** (-3600 / HALF_LIFE_S)
-    suv_factor = WEIGHT_KG * 1000 / decayed
+    factor = 70_000.0 / (370e6 * 2 ** (-3600 / 6586.2))  # 70 kg, 370 MBq F-18, 1 h
     order = np.argsort(positions)
     for k, src in enumerate(order):
-        expected = pixels[src].T * slopes[src] * suv_factor  # (rows, cols) -> (X, Y)
+        expected = stored[src].T * slopes[src] * factor  # (rows, cols) -> (X, Y)
         np.testing.assert_allclose(vol.data[:, :, k], expected, rtol=1e-6)
 
     # LPS (-100, -120, 0) -> RAS (100, 120, 0); X along +L (RAS -x) at 3 mm, Y along +P at 2 mm.
@@ -236,7 +186,7 @@ def test_dicom_series_suv_and_affine(tmp_path):
     assert vol.voxel_size == pytest.approx((3.0, 2.0, 4.0))
 
     out = output_path(tmp_path / "res", vol, "denoised")
-    assert out.name == "pet_denoised.nii.gz"
+    assert out.name == "P1_PET_WB_20240305_denoised.nii.gz"
     write_volume(out, vol.data, vol)
     back = read_volume(out)
     np.testing.assert_allclose(back.affine, expected_affine)
@@ -244,47 +194,17 @@ def test_dicom_series_suv_and_affine(tmp_path):
     assert nib.load(out).header["sform_code"] == 1
 
 
-def test_dicom_admin_decay_correction_uses_undecayed_dose(tmp_path):
-    pixels, slopes = _series_data(n=2)
-    _write_series(tmp_path / "pet", [0.0, 3.0], pixels, slopes, DecayCorrection="ADMIN")
-    vol = read_volume(tmp_path / "pet")
-    np.testing.assert_allclose(vol.data[:, :, 0], pixels[0].T * slopes[0] * WEIGHT_KG * 1000 / DOSE_BQ, rtol=1e-6)
-
-
-@pytest.mark.parametrize(
-    "drop,tag",
-    [(("PatientWeight",), "PatientWeight"), (("Units",), "Units"), (("RadiopharmaceuticalInformationSequence",), "Radiopharm")],
-)
-def test_dicom_missing_suv_tag_is_named(tmp_path, drop, tag):
-    pixels, slopes = _series_data(n=2)
-    _write_series(tmp_path / "pet", [0.0, 3.0], pixels, slopes, drop=drop)
-    with pytest.raises(UserError, match=tag):
-        read_volume(tmp_path / "pet")
-
-
 def test_dicom_truncated_slice_is_named(tmp_path):
-    pixels, slopes = _series_data(n=2)
-    _write_series(tmp_path / "pet", [0.0, 3.0], pixels, slopes)
-    blob = (tmp_path / "pet" / "slice01.dcm").read_bytes()
-    (tmp_path / "pet" / "slice01.dcm").write_bytes(blob[:-40])
+    files = write_pet_series(tmp_path / "pet", pixels(slices=2))
+    files[1].write_bytes(files[1].read_bytes()[:-40])
     with pytest.raises(UserError, match="slice01.dcm: cannot decode pixels"):
         read_volume(tmp_path / "pet")
 
 
 def test_dicom_missing_slice_is_detected(tmp_path):
-    pixels, slopes = _series_data()
-    _write_series(tmp_path / "pet", [0.0, 4.0, 8.0, 16.0], pixels, slopes)
+    write_pet_series(tmp_path / "pet", pixels(), positions=[0.0, 4.0, 8.0, 16.0])
     with pytest.raises(UserError, match="spacing varies"):
         read_volume(tmp_path / "pet")
-
-
-def test_dicom_half_life_decay_over_midnight(tmp_path):
-    pixels, slopes = _series_data(n=2)
-    _write_series(tmp_path / "pet", [0.0, 3.0], pixels, slopes, SeriesTime="000500", AcquisitionTime="000500")
-    info = read_volume(tmp_path / "pet")
-    # Injection 10:00:00, scan 00:05:00 next day: 14 h 5 min later.
-    decayed = DOSE_BQ * math.pow(2, -(14 * 3600 + 300) / HALF_LIFE_S)
-    np.testing.assert_allclose(info.data[:, :, 0], pixels[0].T * slopes[0] * WEIGHT_KG * 1000 / decayed, rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- listing
@@ -295,13 +215,26 @@ def test_list_volumes(tmp_path):
     nib.save(nib.Nifti1Image(_volume(), np.eye(4)), tmp_path / "a.nii.gz")
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "empty").mkdir()
-    pixels, slopes = _series_data(n=2)
-    _write_series(tmp_path / "c_dicom", [0.0, 3.0], pixels, slopes)
+    write_pet_series(tmp_path / "c_dicom", pixels(slices=2), names=lambda k: f"{k}.IMA")
 
-    assert list_volumes(str(tmp_path)) == [tmp_path / "a.nii.gz", tmp_path / "b.npz", tmp_path / "c_dicom"]
-    assert list_volumes(str(tmp_path / "*.npz")) == [tmp_path / "b.npz"]
-    assert list_volumes(str(tmp_path / "a.nii.gz")) == [tmp_path / "a.nii.gz"]
-    assert list_volumes(str(tmp_path / "c_dicom")) == [tmp_path / "c_dicom"]
+    def listed(spec):
+        return [(s.kind, s.path, s.name) for s in list_volumes(str(spec))]
+
+    assert listed(tmp_path) == [
+        ("nifti", tmp_path / "a.nii.gz", "a"), ("npz", tmp_path / "b.npz", "b"),
+        ("dicom", tmp_path / "c_dicom", "P1_PET_WB_20240305"),
+    ]
+    assert listed(tmp_path / "*.npz") == [("npz", tmp_path / "b.npz", "b")]
+    assert listed(tmp_path / "a.nii.gz") == [("nifti", tmp_path / "a.nii.gz", "a")]
+    assert listed(tmp_path / "c_dicom") == [("dicom", tmp_path / "c_dicom", "P1_PET_WB_20240305")]
     for spec in (tmp_path / "empty", tmp_path / "*.nii", tmp_path / "nothing_here"):
         with pytest.raises(UserError, match="no volumes found"):
             list_volumes(str(spec))
+
+
+def test_same_stem_in_two_formats_gets_a_path_hash(tmp_path):
+    np.savez(tmp_path / "scan.npz", _volume())
+    nib.save(nib.Nifti1Image(_volume(), np.eye(4)), tmp_path / "scan.nii.gz")
+    names = [s.name for s in list_volumes(tmp_path)]
+    assert len(set(names)) == 2 and all(n.startswith("scan_") and len(n) == len("scan_") + 8 for n in names)
+    assert read_volume(list_volumes(tmp_path)[0]).name == names[0]

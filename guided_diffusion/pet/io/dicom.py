@@ -1,11 +1,14 @@
-"""DICOM PET series: one directory, one series, read with pydicom and converted to SUV.
+"""A DICOM PET series read with pydicom: classic slices or enhanced multi-frame objects, to SUV with geometry.
 
-Writing DICOM is out of scope: results of a DICOM input are written as NIfTI
-(``.nii.gz``) with the same affine.
+The files of one series (as :mod:`.discovery` groups them) become an
+(X, Y, Z) = (column, row, slice) volume sorted along the slice normal, with a
+RAS affine; the voxels are the rescaled pixel values times the SUV factor of
+:mod:`.dicom_suv`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,58 +17,73 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from ...errors import UserError
-from .dicom_tags import require
-from .suv import suv_factors
-from .volume import Volume, validated
+from .dicom_suv import check_dicom_suv, dicom_suv_factors
+from .dicom_tags import header_copy, require
+from .enhanced import frame_headers, is_multiframe
+from .volume import DicomSource, Volume, validated
 
 # DICOM patient coordinates are LPS; flipping x and y gives RAS.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def _read_series(directory: Path) -> list[Any]:
-    """All DICOM image slices of a directory (non-recursive), one series only."""
-    slices = []
-    for file in sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")):
+def _pixels(ds: Any, file: Path) -> np.ndarray:
+    """The stored pixel values of ``ds``: (frames, rows, columns) float64."""
+    try:
+        pixels = ds.pixel_array.astype(np.float64)
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError) as exc:
+        raise UserError(
+            f"{file}: cannot decode pixels ({exc}); the file may be truncated, "
+            "or compressed without a pydicom pixel handler installed (e.g. pylibjpeg)"
+        ) from exc
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    return pixels.reshape(frames, *pixels.shape[-2:])
+
+
+def _read_frames(files: Sequence[Path]) -> tuple[list[Any], list[np.ndarray]]:
+    """Header-only datasets (one per frame; one per file for classic slices) and their (rows, columns) pixels."""
+    headers, planes = [], []
+    for file in files:
         try:
             ds = pydicom.dcmread(file)
-        except InvalidDicomError:
-            continue  # not DICOM (e.g. a README next to the slices)
-        except (OSError, ValueError, EOFError, KeyError) as exc:
+        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as exc:
             raise UserError(f"{file}: cannot read as DICOM ({exc}); check the file is complete") from exc
-        if "PixelData" in ds:
-            slices.append(ds)
-    if not slices:
-        raise UserError(f"{directory}: no DICOM image files found; pass a directory holding one PET series")
-    series = {getattr(ds, "SeriesInstanceUID", None) for ds in slices}
-    if len(series) > 1:
-        raise UserError(f"{directory}: holds {len(series)} DICOM series; put each series in its own directory")
-    return slices
+        require(ds, "PixelData", file, "for the voxel values")
+        pixels = _pixels(ds, file)
+        if is_multiframe(ds):
+            frames = frame_headers(ds, file)
+            if len(frames) != len(pixels):
+                raise UserError(f"{file}: {len(frames)} frame headers but {len(pixels)} frames of pixels")
+        else:
+            frames = [header_copy(ds, ("PixelData",))]
+        headers += frames
+        planes += list(pixels)
+    return headers, planes
 
 
-def _dicom_geometry(slices: list[Any], directory: Path) -> tuple[list[Any], np.ndarray]:
-    """Sort slices along the slice normal and build the RAS affine for (X=column, Y=row, Z=slice)."""
-    first = slices[0]
-    orientation = np.asarray(require(first, "ImageOrientationPatient", "(0020,0037)", directory, "for geometry"), float)
-    spacing = np.asarray(require(first, "PixelSpacing", "(0028,0030)", directory, "for geometry"), float)
+def _geometry(headers: list[Any], where: Path) -> tuple[list[int], np.ndarray]:
+    """The order of ``headers`` along the slice normal and the RAS affine for (X=column, Y=row, Z=slice)."""
+    first = headers[0]
+    orientation = np.asarray(require(first, "ImageOrientationPatient", where, "for geometry"), float)
+    spacing = np.asarray(require(first, "PixelSpacing", where, "for geometry"), float)
     row_dir, col_dir = orientation[:3], orientation[3:]
     normal = np.cross(row_dir, col_dir)
-    for ds in slices:
-        require(ds, "ImagePositionPatient", "(0020,0032)", directory, "to order the slices")
+    for ds in headers:
+        require(ds, "ImagePositionPatient", where, "to order the slices")
         if (ds.Rows, ds.Columns) != (first.Rows, first.Columns) or not np.allclose(
             np.asarray(ds.ImageOrientationPatient, float), orientation, atol=1e-4
         ):
-            raise UserError(f"{directory}: slices differ in size or orientation; is more than one series here?")
-    slices = sorted(slices, key=lambda ds: float(np.dot(np.asarray(ds.ImagePositionPatient, float), normal)))
-    positions = np.array([np.asarray(ds.ImagePositionPatient, float) for ds in slices])
-    if len(slices) > 1:
+            raise UserError(f"{where}: slices differ in size or orientation; is more than one series here?")
+    order = sorted(range(len(headers)), key=lambda k: float(np.dot(np.asarray(headers[k].ImagePositionPatient, float), normal)))
+    positions = np.array([np.asarray(headers[k].ImagePositionPatient, float) for k in order])
+    if len(order) > 1:
         gaps = np.diff(positions @ normal)
         if gaps.min() <= 1e-3:
-            raise UserError(f"{directory}: two slices share a position; is more than one series or frame here?")
+            raise UserError(f"{where}: two slices share a position; is more than one series or time frame here?")
         if gaps.max() - gaps.min() > 0.01 * gaps.mean():
             raise UserError(
-                f"{directory}: slice spacing varies from {gaps.min():.3f} to {gaps.max():.3f} mm; are slices missing?"
+                f"{where}: slice spacing varies from {gaps.min():.3f} to {gaps.max():.3f} mm; are slices missing?"
             )
-        step = (positions[-1] - positions[0]) / (len(slices) - 1)
+        step = (positions[-1] - positions[0]) / (len(order) - 1)
     else:
         thickness = float(getattr(first, "SpacingBetweenSlices", None) or getattr(first, "SliceThickness", None) or 1.0)
         step = normal * thickness
@@ -75,32 +93,43 @@ def _dicom_geometry(slices: list[Any], directory: Path) -> tuple[list[Any], np.n
     affine[:3, 1] = col_dir * spacing[0]
     affine[:3, 2] = step
     affine[:3, 3] = positions[0]
-    return slices, LPS_TO_RAS @ affine
+    return order, LPS_TO_RAS @ affine
 
 
-def read_dicom(directory: Path) -> Volume:
-    """Read the PET series in ``directory`` as an (X, Y, Z) SUV volume with its RAS affine.
+def read_dicom(files: Sequence[Path], folder: Path, name: str, series_uid: str,
+               allow_uncorrected: bool = False) -> Volume:
+    """Read the PET series made of ``files`` as an (X, Y, Z) SUV volume with its RAS affine.
 
     X runs along an image row, Y down its columns and Z along the slice normal.
 
+    Args:
+        files: the series' files (classic slices, or enhanced multi-frame objects).
+        folder: the folder holding them (``Volume.path``, and messages).
+        name: the volume's name (``Volume.name``).
+        series_uid: the SeriesInstanceUID (``DicomSource.series_uid``).
+        allow_uncorrected: convert even when CorrectedImage lacks ATTN or DECY.
+
+    Returns:
+        a Volume with ``header`` a :class:`DicomSource` (headers in array Z order),
+        ``source_units`` "SUV" (GML), "BQML" or "CNTS", ``to_suv`` a scalar or (Z,)
+        factors per slice, and ``suv_record`` (None for GML).
+
     Raises:
-        UserError: no or several series, inconsistent slices, undecodable pixels,
-            or a tag needed for geometry or SUV is missing.
+        UserError: unreadable files, inconsistent slices, undecodable pixels, a tag
+            needed for geometry or SUV missing, or values implausible as SUV.
     """
-    slices, affine = _dicom_geometry(_read_series(directory), directory)
-    factors = suv_factors(slices, directory)
-    planes = []
-    for ds, factor in zip(slices, factors):
-        try:
-            pixels = ds.pixel_array.astype(np.float64)
-        except (ValueError, RuntimeError, NotImplementedError, AttributeError) as exc:
-            raise UserError(
-                f"{getattr(ds, 'filename', directory)}: cannot decode pixels ({exc}); the file may be truncated, "
-                "or compressed without a pydicom pixel handler installed (e.g. pylibjpeg)"
-            ) from exc
-        slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-        intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
-        # pixel_array is (rows, columns) = (Y, X); the volume is (X, Y, Z).
-        planes.append(((pixels * slope + intercept) * factor).T)
-    name = directory.resolve().name
-    return Volume(validated(np.stack(planes, axis=-1), directory), affine, "dicom", directory, name)
+    files = sorted(files)
+    headers, planes = _read_frames(files)
+    order, affine = _geometry(headers, folder)
+    headers = [headers[k] for k in order]
+    units, factors, record = dicom_suv_factors(headers, folder, allow_uncorrected)
+    volume = []
+    for k, header, factor in zip(order, headers, factors):
+        slope = float(getattr(header, "RescaleSlope", 1.0) or 1.0)
+        intercept = float(getattr(header, "RescaleIntercept", 0.0) or 0.0)
+        # Pixels are (rows, columns) = (Y, X); the volume is (X, Y, Z).
+        volume.append(((planes[k] * slope + intercept) * factor).T)
+    data = validated(np.stack(volume, axis=-1), folder)
+    check_dicom_suv(data, units, folder)
+    to_suv: float | np.ndarray = float(factors[0]) if np.ptp(factors) == 0 else factors
+    return Volume(data, affine, "dicom", folder, name, DicomSource(headers, files, series_uid), units, to_suv, record)
