@@ -22,6 +22,7 @@ import torch
 
 from . import storage
 from .errors import UserError
+from .train_state import EMA_PATTERN, checkpoint_path
 
 CHECKPOINT_FORMAT = "pet-ddpm3d-checkpoint-v1"
 
@@ -49,13 +50,21 @@ def read_checkpoint(path: str | Path, flag: str = "--model_path") -> dict:
 
 
 def stored_flags(path: str | Path, flag: str = "--model_path") -> dict | None:
-    """The flags a training checkpoint was trained with (model, diffusion and ``model_voxel_size``), or None.
+    """The flags a model was trained with (model, diffusion and ``model_voxel_size``), or None.
 
-    None for a plain ``state_dict`` (the released ``model.pt``, EMA files), which
-    stores no flags. The whole file is read, as :func:`read_checkpoint` does.
+    A training checkpoint holds them. An EMA file of a training run
+    (``ema_<rate>_<step>.pt``, a plain ``state_dict``) takes them from the
+    checkpoint of the same step beside it, while that is still there. Other plain
+    ``state_dict`` files (the released ``model.pt``) store none: None. Whole files
+    are read, as :func:`read_checkpoint` does.
     """
     checkpoint = read_checkpoint(path, flag)
-    return dict(checkpoint["flags"]) if checkpoint.get("format") == CHECKPOINT_FORMAT else None
+    if checkpoint.get("format") == CHECKPOINT_FORMAT:
+        return dict(checkpoint["flags"])
+    folder, _, name = str(path).rpartition("/")
+    ema = EMA_PATTERN.fullmatch(name)
+    sibling = checkpoint_path(folder or ".", int(ema.group(2))) if ema else None
+    return stored_flags(sibling, flag) if sibling is not None and storage.is_file(sibling) else None
 
 
 def model_state_from(checkpoint: dict, path: str | Path, weights: str = "ema") -> dict[str, torch.Tensor]:

@@ -102,7 +102,12 @@ def test_checkpoint_loads_into_a_model_built_from_its_flags(pairs, tmp_path):
         load_model_weights(model, path, weights=weights)
     model, _ = sr_create_model_and_diffusion(**ckpt["flags"])
     load_model_weights(model, tmp_path / "ema_0.9_0000002.pt")
-    assert stored_flags(path) == ckpt["flags"] and stored_flags(tmp_path / "ema_0.9_0000002.pt") is None
+    # An EMA file takes the flags of the checkpoint beside it; alone, like the released model.pt, it has none.
+    assert stored_flags(path) == stored_flags(tmp_path / "ema_0.9_0000002.pt") == ckpt["flags"]
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (tmp_path / "ema_0.9_0000002.pt").rename(alone / "ema_0.9_0000002.pt")
+    assert stored_flags(alone / "ema_0.9_0000002.pt") is None
     assert all(torch.equal(model.state_dict()[k], v) for k, v in ckpt["ema"]["0.9"].items())
 
 
@@ -185,9 +190,9 @@ def test_training_checkpoint_is_accepted_by_the_denoising_script(tmp_path):
     result = run_train([*TINY_NET, "--data_dir", str(tmp_path / "data"), "--result_folder", str(tmp_path / "run"),
                         "--max_steps", "2", "--batch_size", "1", "--num_workers", "0"])
     assert result.returncode == 0, result.stderr
-    # The model's grid, taken from the data (1 mm voxels), travels with the checkpoint; EMA files hold weights only.
-    assert stored_flags(tmp_path / "run" / "checkpoint_0000002.pt")["model_voxel_size"] == 1.0
-    assert stored_flags(tmp_path / "run" / "ema_0.9999_0000002.pt") is None
+    # The model's grid, taken from the data (1 mm voxels), travels with the checkpoint and its EMA file.
+    for name in ("checkpoint_0000002.pt", "ema_0.9999_0000002.pt"):
+        assert stored_flags(tmp_path / "run" / name)["model_voxel_size"] == 1.0
     low = np.load(tmp_path / "data" / "pair.npz")["arr_0"][0]
     np.savez(tmp_path / "scan.npz", arr_0=low)
     for model_path in ("checkpoint_0000002.pt", "ema_0.9999_0000002.pt"):
