@@ -29,7 +29,7 @@ from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser, job_offset
 from guided_diffusion.errors import UserError
 from guided_diffusion.patch_sampling import SamplingOptions
 from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX
-from guided_diffusion.pet.volume_io import Volume, list_volumes, output_path, read_volume, write_volume
+from guided_diffusion.pet.io import Volume, list_volumes, output_path, read_volume, write_volume
 from guided_diffusion.script_util import (
     add_dict_to_argparser,
     args_to_dict,
@@ -43,7 +43,7 @@ def load_data_for_worker(base_samples: str, num_samples: int, npz_key: str | Non
     """Yield the volumes to denoise, one at a time. THE place to adapt for a new data format.
 
     Every rank calls this and must get the same volumes in the same order.
-    Each yielded :class:`~guided_diffusion.pet.volume_io.Volume` needs:
+    Each yielded :class:`~guided_diffusion.pet.io.Volume` needs:
 
     * ``data``: float32 array (X, Y, Z), Z axial, in SUV, finite;
     * ``affine``: 4x4 voxel-to-world matrix in mm (written to the output);
