@@ -3,9 +3,12 @@
     mpiexec -n N python scripts/test.py --config paper --model_path model.pt \
         --base_samples 'scans/*.nii.gz' --save_dir denoised --use_ddim True --timestep_respacing ddim50
 
-Every rank reads the inputs, samples its share of the patches, and rank 0
-stitches and writes ``<name>_denoised`` (same format, shape and affine as the
-input), ``<name>_denoised_std`` when --num_ensemble > 1, and a JSON sidecar.
+Every rank reads the inputs (NIfTI, npz, DICOM series found in a folder tree),
+converts them to SUV, reorients and resamples them to the model's grid, and
+samples its share of the patches; rank 0 stitches, brings the result back to
+the input's exact grid and writes ``<name>_denoised`` (same format, shape and
+affine as the input; and/or a DICOM series), ``<name>_denoised_std`` when
+--num_ensemble > 1, and a JSON sidecar.
 """
 
 from __future__ import annotations
@@ -14,57 +17,76 @@ import argparse
 import hashlib
 import json
 import platform
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from guided_diffusion import dist_util
+from guided_diffusion import dist_util, storage
 from guided_diffusion.atomic import atomic_write_text
-from guided_diffusion.checkpoint import load_model_weights
+from guided_diffusion.checkpoint import load_model_weights, stored_flags
 from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser, job_offsets
 from guided_diffusion.errors import UserError
+from guided_diffusion.flags import FlagParser, add_dict_to_argparser, args_to_dict, parse_args_with_config
 from guided_diffusion.patch_sampling import SamplingOptions
 from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX
-from guided_diffusion.pet.io import Volume, list_volumes, output_path, read_volume, write_volume
-from guided_diffusion.script_util import (
-    add_dict_to_argparser,
-    args_to_dict,
-    parse_args_with_config,
-    sr_create_model_and_diffusion,
-    sr_model_and_diffusion_defaults,
+from guided_diffusion.pet.io import UnitOptions, Volume, list_volumes, read_volume
+from guided_diffusion.pet.io.grid import GridMapping, plan_grid
+from guided_diffusion.script_util import sr_create_model_and_diffusion, sr_model_and_diffusion_defaults
+from guided_diffusion.volume_files import (
+    INPUT_FLAGS,
+    OUTPUT_FLAGS,
+    check_output_flags,
+    check_output_format,
+    model_voxel_size,
+    result_paths,
+    unit_options,
+    units_written,
+    write_result,
 )
 
 
-def load_data_for_worker(base_samples: str, num_samples: int, npz_key: str | None) -> Iterator[Volume]:
+def load_data_for_worker(base_samples: str, num_samples: int, npz_key: str | None, units: UnitOptions | None = None,
+                         exclude: Sequence[str] = (), on_note: Callable[[str], None] = lambda note: None,
+                         ) -> Iterator[Volume]:
     """Yield the volumes to denoise, one at a time. THE place to adapt for a new data format.
 
     Every rank calls this and must get the same volumes in the same order.
     Each yielded :class:`~guided_diffusion.pet.io.Volume` needs:
 
-    * ``data``: float32 array (X, Y, Z), Z axial, in SUV, finite;
-    * ``affine``: 4x4 voxel-to-world matrix in mm (written to the output);
+    * ``data``: float32 array (X, Y, Z) in SUV, finite (any orientation: the
+      affine says which axis is head-foot);
+    * ``affine``: 4x4 voxel-to-world matrix in mm, RAS+ (written to the output);
     * ``name``: unique stem for the output files (``<name>_denoised...``);
-    * ``fmt`` and ``path`` (and ``header`` for NIfTI): the output is written in
-      this format ("npz" or "nifti"; "dicom" input is written as NIfTI).
+    * ``fmt`` and ``path`` (and ``header`` for NIfTI / DICOM): the output is
+      written in this format ("npz" or "nifti"; "dicom" input as NIfTI and/or
+      a DICOM series, see --output_format);
+    * ``source_units`` / ``to_suv`` when the file was not in SUV (for --output_units input).
 
     For another format, replace the body, e.g. read your file into a numpy
     array ``suv`` and ``yield Volume(suv, affine, "nifti", path, name)``.
     Raise :class:`~guided_diffusion.errors.UserError` for bad files.
 
     Args:
-        base_samples: a file, a directory, or a glob (``.npz`` / ``.nii`` / ``.nii.gz`` / DICOM dirs).
+        base_samples: a file, a directory (DICOM series are found in it and below
+            it by content), or a glob (``.npz`` / ``.nii`` / ``.nii.gz``).
         num_samples: at most this many volumes (<= 0: all).
         npz_key: array name in ``.npz`` files (default ``arr_0``, as in the paper).
+        units: how to read NIfTI values (SUV or Bq/ml) and SUV timing.
+        exclude: folders not searched for DICOM (the output folder).
+        on_note: receives one line per series passed over (CT, SEG, ...).
     """
-    paths = list_volumes(base_samples)
+    sources = list_volumes(base_samples, exclude=exclude)
+    for note in sources.notes:
+        on_note(note)
     if num_samples > 0:
-        paths = paths[:num_samples]
-    for path in paths:
-        yield read_volume(path, npz_key=npz_key)
+        sources = sources[:num_samples]
+    for source in sources:
+        yield read_volume(source, npz_key=npz_key, units=units)
 
 
 def create_argparser() -> argparse.ArgumentParser:
@@ -75,23 +97,24 @@ def create_argparser() -> argparse.ArgumentParser:
         "save_dir": "denoised",
         "model_path": "",
         "weights": "ema",
+        "model_voxel_size": 0.0,
         "clip_denoised": True,
         "use_ddim": True,
         "ddim_eta": 0.0,
         "start_timestep": 0,
         "seed": 0,
         "num_ensemble": 1,
-        "npz_key": "",
         "suv_max": DEFAULT_SUV_MAX,
         "keep_saturated": True,
         "patch_axial": 96,
         "max_patch_inplane": 320,
         "patch_overlap": 10,
         "blend": "linear",
-        "overwrite": False,
+        **INPUT_FLAGS,
+        **OUTPUT_FLAGS,
     }
     defaults.update(sr_model_and_diffusion_defaults())
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = FlagParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dict_to_argparser(parser, defaults)
     return parser
 
@@ -109,42 +132,73 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--patch_overlap must be >= 0, got {args.patch_overlap}")
     if args.blend not in ("linear", "gaussian"):
         raise UserError(f"--blend must be 'linear' or 'gaussian', got {args.blend!r}")
+    check_output_flags(args)
+    unit_options(args)
 
 
 def sha256(path: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.open_binary_for_read(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def outputs_for(volume: Volume, args: argparse.Namespace) -> dict[str, Path]:
-    paths = {"denoised": output_path(args.save_dir, volume, "denoised")}
+def outputs_for(volume: Volume, args: argparse.Namespace) -> dict[str, dict[str, Path]]:
+    """Every path one input's results take: the mean, the standard deviation (K > 1), the sidecar."""
+    outputs = {"denoised": result_paths(args.save_dir, volume, "denoised", args.output_format)}
     if args.num_ensemble > 1:
-        paths["std"] = output_path(args.save_dir, volume, "denoised_std")
-    paths["sidecar"] = Path(args.save_dir) / f"{volume.name}_denoised.json"
-    return paths
+        outputs["std"] = result_paths(args.save_dir, volume, "denoised_std", args.output_format)
+    outputs["sidecar"] = {"json": Path(args.save_dir) / f"{volume.name}_denoised.json"}
+    return outputs
 
 
-def survey_inputs(args: argparse.Namespace) -> list[tuple[str, tuple[int, int, int]]]:
-    """Read and check every input before any sampling (rank 0): names, shapes, no clobbering."""
+def read_inputs(args: argparse.Namespace, on_note: Callable[[str], None] = lambda note: None) -> Iterator[Volume]:
+    return load_data_for_worker(args.base_samples, args.num_samples, args.npz_key or None, unit_options(args),
+                                exclude=[args.save_dir], on_note=on_note)
+
+
+def survey_inputs(args: argparse.Namespace, voxel_mm: float) -> list[tuple[str, tuple[int, int, int]]]:
+    """Read and check every input before any sampling (rank 0): names, model-grid shapes, no clobbering."""
     survey = []
-    for volume in load_data_for_worker(args.base_samples, args.num_samples, args.npz_key or None):
+    for volume in read_inputs(args, on_note=lambda note: print(f"note: {note}", file=sys.stderr, flush=True)):
         if any(volume.name == name for name, _ in survey):
             raise UserError(f"two inputs are named {volume.name!r}; their outputs would collide")
+        check_output_format(volume, args.output_format)
         if not args.overwrite:
-            existing = [str(p) for p in outputs_for(volume, args).values() if p.exists()]
+            existing = [str(p) for paths in outputs_for(volume, args).values() for p in paths.values() if p.exists()]
             if existing:
                 raise UserError(f"{existing[0]} exists; pass --overwrite True to replace it")
-        survey.append((volume.name, volume.shape))
+        survey.append((volume.name, plan_grid(volume.shape, volume.affine, voxel_mm).model_shape))
     return survey
 
 
+def sidecar(args: argparse.Namespace, volume: Volume, outputs: dict, grid: GridMapping, plan, provenance: dict,
+            timings: dict) -> dict:
+    """The JSON record written beside each result."""
+    source = volume.header
+    return {
+        "input": str(volume.path),
+        "input_series_uid": getattr(source, "series_uid", None),
+        "outputs": {kind: {k: str(v) for k, v in paths.items()} for kind, paths in outputs.items() if kind != "sidecar"},
+        "units": {"input": volume.source_units, "written": units_written(volume, args.output_units),
+                  "suv": volume.suv_record},
+        "model_grid": grid.describe(),
+        "flags": vars(args),
+        **provenance,
+        "patch_plan": {"shape": plan.shape, "padded_shape": plan.padded_shape, "patch_size": plan.patch_size,
+                       "overlap": plan.overlap, "num_patches": len(plan), "starts": plan.starts, "blend": args.blend},
+        "timings_s": timings,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+    }
+
+
 def main() -> None:
-    args = parse_args_with_config(create_argparser())
+    args = dist_util.agree(lambda: parse_args_with_config(create_argparser()))
     dist_util.agree(lambda: check_flags(args))
-    survey = dist_util.from_root(lambda: survey_inputs(args))
+    voxel_mm, voxel_source = dist_util.from_root(
+        lambda: model_voxel_size(args, sys.argv[1:], stored_flags(args.model_path)))
+    survey = dist_util.from_root(lambda: survey_inputs(args, voxel_mm))
 
     def build():
         model, diffusion = sr_create_model_and_diffusion(
@@ -162,41 +216,39 @@ def main() -> None:
                                overlap=args.patch_overlap, blend=args.blend)
     denoiser = VolumeDenoiser(model, diffusion, sampling, patching, args.suv_max, args.keep_saturated)
     plans = dist_util.agree(lambda: [denoiser.plan(shape) for _, shape in survey])
+    sampler = {**asdict(sampling), "steps": diffusion.num_timesteps, "start_timestep": args.start_timestep}
+    provenance = {"model_sha256": model_sha, "model_voxel_size_mm": voxel_mm, "model_voxel_size_from": voxel_source,
+                  "seed": args.seed, "num_ranks": dist_util.world_size(), "device": str(dist_util.dev()),
+                  "sampler": sampler}
+    description = (f"DDPM3D denoised ({'DDIM' if args.use_ddim else 'DDPM'} {diffusion.num_timesteps} steps"
+                   f"{f' from t={args.start_timestep}' if args.start_timestep else ''}, K={args.num_ensemble}, "
+                   f"model {model_sha[:8]})")
 
     is_root = dist_util.rank() == 0
     bar = tqdm(total=denoiser.rank_job_count(plans) * diffusion.num_timesteps, unit="patch-step", disable=not is_root,
                desc=f"rank 0 of {dist_util.world_size()}")
     denoiser.on_step = bar.update
 
-    volumes = load_data_for_worker(args.base_samples, args.num_samples, args.npz_key or None)
+    volumes = read_inputs(args)
     for (name, _), plan, offset in zip(survey, plans, job_offsets(plans, sampling.num_ensemble)):
         started = time.perf_counter()
         volume = dist_util.agree(lambda: next(volumes))
-        result = denoiser.denoise(volume.data, volume.name, offset)
-        if is_root:
-            paths = outputs_for(volume, args)
-            write_volume(paths["denoised"], result.mean, like=volume, overwrite=args.overwrite)
-            if result.std is not None:
-                write_volume(paths["std"], result.std, like=volume, overwrite=args.overwrite)
-            result.timings["total_s"] = time.perf_counter() - started
-            sidecar = {
-                "input": str(volume.path),
-                "outputs": {k: str(v) for k, v in paths.items() if k != "sidecar"},
-                "flags": vars(args),
-                "model_sha256": model_sha,
-                "seed": args.seed,
-                "num_ranks": dist_util.world_size(),
-                "device": str(dist_util.dev()),
-                "sampler": {**asdict(sampling), "steps": diffusion.num_timesteps},
-                "patch_plan": {"shape": plan.shape, "padded_shape": plan.padded_shape,
-                               "patch_size": plan.patch_size, "overlap": plan.overlap,
-                               "num_patches": len(plan), "starts": plan.starts, "blend": patching.blend},
-                "timings_s": result.timings,
-                "versions": {"python": platform.python_version(), "torch": torch.__version__},
-            }
-            atomic_write_text(paths["sidecar"], json.dumps(sidecar, indent=2) + "\n", overwrite=args.overwrite)
-            bar.write(f"{name}: {volume.shape} in {len(plan)} patches x {sampling.num_ensemble} "
-                      f"sample(s), {result.timings['total_s']:.1f} s -> {paths['denoised']}")
+        grid = plan_grid(volume.shape, volume.affine, voxel_mm)
+        result = denoiser.denoise(grid.to_model(volume.data), volume.name, offset)
+        if not is_root:
+            continue
+        outputs = outputs_for(volume, args)
+        write_result(outputs["denoised"], grid.to_input(result.mean), volume, args.output_units, description,
+                     series_offset=1000, overwrite=args.overwrite)
+        if result.std is not None:
+            write_result(outputs["std"], grid.to_input(result.std), volume, args.output_units,
+                         f"{description} uncertainty (ensemble SD)", series_offset=1001, overwrite=args.overwrite)
+        result.timings["total_s"] = time.perf_counter() - started
+        record = sidecar(args, volume, outputs, grid, plan, provenance, result.timings)
+        atomic_write_text(outputs["sidecar"]["json"], json.dumps(record, indent=2) + "\n", overwrite=args.overwrite)
+        written = ", ".join(str(p) for p in outputs["denoised"].values())
+        bar.write(f"{name}: {volume.shape} -> model grid {plan.shape} in {len(plan)} patches x "
+                  f"{sampling.num_ensemble} sample(s), {result.timings['total_s']:.1f} s -> {written}")
     bar.close()
 
 

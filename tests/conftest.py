@@ -14,7 +14,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "reference_unet3d.json"
 REPO = Path(__file__).resolve().parent.parent
 
 #: Test files whose tests launch ``mpiexec`` (marked ``mpi``; single tests elsewhere carry the mark themselves).
-MPI_FILES = ("test_training_mpi.py", "test_denoise_cli.py", "test_dist_util.py")
+MPI_FILES = ("test_training_mpi.py", "test_denoise_cli.py", "test_denoise_clinical.py", "test_dist_util.py")
 #: Test functions whose runs (all parameters) take more than about 3 s on 2 idle cores (``--durations``),
 #: by file; a file of slow tests only marks itself (``pytestmark``).
 SLOW_TESTS = {
