@@ -225,8 +225,9 @@ class TrainLoop:
         return step
 
     def _check_flags(self, stored: dict, path: str | Path) -> None:
+        """Refuse to resume with other model/diffusion flags; a flag the checkpoint predates is not compared."""
         differ = [f"--{k} {stored.get(k)!r} (now {v!r})" for k, v in self.flags.items()
-                  if k not in RESUMABLE_FLAG_CHANGES and stored.get(k) != v]
+                  if k not in RESUMABLE_FLAG_CHANGES and k in stored and stored[k] != v]
         if differ:
             raise UserError(f"{path} was trained with {', '.join(differ)}; pass the same model/diffusion flags "
                             "to resume, or choose a new --result_folder")

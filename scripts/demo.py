@@ -75,7 +75,7 @@ def denoise(args: argparse.Namespace, out_dir: Path) -> None:
     env = {
         **os.environ, "NUM_GPUS": str(args.ranks), "MODEL_PATH": args.model_path,
         "BASE_SAMPLES": str(out_dir / "low_dose.nii.gz"), "SAVE_DIR": str(work),
-        "MODEL_FLAGS": "--config tiny", "DIFFUSION_FLAGS": "--diffusion_steps 1000 --noise_schedule linear",
+        "MODEL_FLAGS": "--config demo", "DIFFUSION_FLAGS": "--diffusion_steps 1000 --noise_schedule linear",
         "SAMPLE_FLAGS": f"--use_ddim True --timestep_respacing {args.respacing} --start_timestep {args.start_timestep} "
                         f"--batch_size 1 "
                         f"--num_ensemble {args.num_ensemble} --patch_axial 64 --patch_overlap 8 --seed 0",
