@@ -1,4 +1,4 @@
-"""Atomic file writes: a temporary file in the target folder, then a rename.
+"""Atomic writes: a temporary file (or folder) beside the target, then a rename.
 
 A reader (or a crashed run) therefore sees either the old complete file or the
 new complete file, never a half-written one.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -61,3 +63,46 @@ def atomic_write(target: str | os.PathLike, write: Callable[[Path], None], overw
 def atomic_write_text(target: str | os.PathLike, text: str, overwrite: bool = True) -> Path:
     """Write ``text`` (UTF-8) to ``target`` atomically."""
     return atomic_write(target, lambda p: p.write_text(text, encoding="utf-8"), overwrite=overwrite)
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield an empty hidden folder next to ``target``; rename it onto ``target`` on success.
+
+    An existing ``target`` (with ``overwrite``) is moved aside, replaced, then removed;
+    it is put back if the rename fails. On an exception the folder is removed and
+    ``target`` is untouched.
+
+    Raises:
+        UserError: ``target`` exists and ``overwrite`` is false.
+    """
+    if target.exists() and not overwrite:
+        raise UserError(f"{target} exists; pass --overwrite to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+    tmp.mkdir()  # unlike mkdtemp, mkdir honours the umask
+    try:
+        yield tmp
+        old = None
+        if target.exists() or target.is_symlink():
+            old = target.parent / f".{target.name}.{secrets.token_hex(6)}.old"
+            os.rename(target, old)
+        try:
+            os.rename(tmp, target)
+        except BaseException:
+            if old is not None:
+                os.rename(old, target)
+            raise
+        if old is not None:
+            _remove(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, link or folder tree."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()

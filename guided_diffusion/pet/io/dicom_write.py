@@ -24,9 +24,6 @@ import contextlib
 import copy
 import datetime
 import os
-import secrets
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +32,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
+from ...atomic import atomic_directory
 from ...errors import UserError
 from .volume import DicomSource, Volume
 
@@ -114,7 +112,7 @@ def write_dicom_series(
     now = datetime.datetime.now()
     stamp = {"date": now.strftime("%Y%m%d"), "time": now.strftime("%H%M%S.%f")}
     derivation = f"{series_description} (from series {like.header.series_uid}, values in {dicom_units})"
-    with _atomic_directory(out_dir, overwrite) as tmp:
+    with atomic_directory(out_dir, overwrite) as tmp:
         for z, source in enumerate(datasets):
             ds = _derived_header(source, series_uid, series_number, stamp)
             ds.SeriesDescription = series_description[:SERIES_DESCRIPTION_CHARS]
@@ -214,46 +212,3 @@ def _set_pixels(ds: Dataset, plane: np.ndarray) -> None:
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
     ds.RescaleSlope, ds.RescaleIntercept = format_number_as_ds(slope), "0"
     ds.PixelData = np.ascontiguousarray(pixels).tobytes()
-
-
-@contextlib.contextmanager
-def _atomic_directory(target: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield an empty hidden folder next to ``target``; rename it onto ``target`` on success.
-
-    An existing ``target`` (with ``overwrite``) is moved aside, replaced, then removed;
-    it is put back if the rename fails. On an exception the folder is removed and
-    ``target`` is untouched.
-
-    Raises:
-        UserError: ``target`` exists and ``overwrite`` is false.
-    """
-    if target.exists() and not overwrite:
-        raise UserError(f"{target} exists; pass --overwrite to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
-    tmp.mkdir()  # unlike mkdtemp, mkdir honours the umask
-    try:
-        yield tmp
-        old = None
-        if target.exists() or target.is_symlink():
-            old = target.parent / f".{target.name}.{secrets.token_hex(6)}.old"
-            os.rename(target, old)
-        try:
-            os.rename(tmp, target)
-        except BaseException:
-            if old is not None:
-                os.rename(old, target)
-            raise
-        if old is not None:
-            _remove(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-
-
-def _remove(path: Path) -> None:
-    """Remove a file, link or folder tree."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
