@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from . import samplers
 from .losses import discretized_gaussian_log_likelihood, normal_kl
 
 Generator = torch.Generator | Sequence[torch.Generator] | None
@@ -383,19 +384,57 @@ class GaussianDiffusion:
         yield from self._sample_loop(step, model, shape, noise, clip_denoised, denoised_fn,
                                      model_kwargs, device, progress, generator)
 
-    def _sample_loop(self, step, model, shape, noise, clip_denoised, denoised_fn, model_kwargs, device,
-                     progress, generator) -> Iterator[dict[str, torch.Tensor]]:
+    # -- DPM-Solver++ -------------------------------------------------------
+
+    def dpmpp2m_sample_loop(self, model: Callable, shape: Sequence[int], **kwargs) -> torch.Tensor:
+        """Sample from the model with DPM-Solver++(2M); see :meth:`dpmpp2m_sample_loop_progressive`."""
+        final = None
+        for final in self.dpmpp2m_sample_loop_progressive(model, shape, **kwargs):
+            pass
+        return final["sample"]
+
+    def dpmpp2m_sample_loop_progressive(
+        self,
+        model: Callable,
+        shape: Sequence[int],
+        noise: torch.Tensor | None = None,
+        clip_denoised: bool = True,
+        denoised_fn: Callable | None = None,
+        model_kwargs: dict | None = None,
+        device: torch.device | str | None = None,
+        progress: bool = False,
+        generator: Generator = None,
+        order: int = 2,
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Yield the output of every DPM-Solver++(2M) step (:func:`samplers.dpmpp_2m`), one model call each.
+
+        The steps are this process's own (respaced, possibly truncated) steps,
+        as for DDIM; ``order=1`` is DDIM with eta = 0. Other arguments as
+        :meth:`p_sample_loop_progressive`; ``generator`` only draws ``noise``
+        when it is None, since the solver is deterministic.
+        """
+        device, img = self._initial_sample(model, shape, noise, device, generator)
+
+        def denoise(x: torch.Tensor, i: int) -> torch.Tensor:
+            t = torch.full((shape[0],), i, device=device, dtype=torch.long)
+            with torch.no_grad():
+                return self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)["pred_xstart"]
+
+        yield from samplers.dpmpp_2m(denoise, img, self.alphas_cumprod, order=order, progress=progress)
+
+    def _initial_sample(self, model, shape, noise, device, generator) -> tuple[torch.device | str, torch.Tensor]:
+        """The device to sample on (the model's by default) and x_T there: ``noise``, or drawn from ``generator``."""
         if device is None:
             device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else "cpu"
         img = noise.to(device) if noise is not None else randn(shape, generator, device)
         if tuple(img.shape) != tuple(shape):
             raise ValueError(f"noise shape {tuple(img.shape)} differs from the requested shape {tuple(shape)}")
-        steps = range(self.num_timesteps - 1, -1, -1)
-        if progress:
-            from tqdm.auto import tqdm
+        return device, img
 
-            steps = tqdm(steps)
-        for i in steps:
+    def _sample_loop(self, step, model, shape, noise, clip_denoised, denoised_fn, model_kwargs, device,
+                     progress, generator) -> Iterator[dict[str, torch.Tensor]]:
+        device, img = self._initial_sample(model, shape, noise, device, generator)
+        for i in samplers.with_progress(range(self.num_timesteps - 1, -1, -1), progress):
             t = torch.full((shape[0],), i, device=device, dtype=torch.long)
             with torch.no_grad():
                 out = step(model, img, t, clip_denoised=clip_denoised, denoised_fn=denoised_fn,
