@@ -26,13 +26,18 @@ from .sharding import batches
 #: One (ensemble member, box index) pair.
 Job = tuple[int, int]
 
+#: The reverse processes a patch can be sampled with.
+SAMPLERS = ("ddpm", "ddim", "dpmpp2m")
+
 
 @dataclass(frozen=True)
 class SamplingOptions:
     """How each patch is sampled.
 
     Attributes:
-        use_ddim: DDIM (deterministic when ``eta`` = 0) instead of ancestral sampling.
+        sampler: "ddpm" (ancestral, the paper's default), "ddim" (deterministic when
+            ``eta`` = 0) or "dpmpp2m" (DPM-Solver++(2M), deterministic); each runs over
+            the steps the (respaced) process keeps.
         eta: DDIM noise level (0 = deterministic).
         clip_denoised: clip each x_0 prediction to [-1, 1].
         batch_size: patches per network call.
@@ -43,7 +48,7 @@ class SamplingOptions:
             used with a process truncated by ``--start_timestep``.
     """
 
-    use_ddim: bool = True
+    sampler: str = "ddim"
     eta: float = 0.0
     clip_denoised: bool = True
     batch_size: int = 4
@@ -131,8 +136,10 @@ def _reverse_process(model, diffusion, options: SamplingOptions, low: torch.Tens
     """Run the reverse process for a batch (N, 1, Z, X, Y) from ``noise``; returns the samples."""
     kwargs = {"noise": noise, "clip_denoised": options.clip_denoised, "model_kwargs": {"low_res": low},
               "device": noise.device, "generator": generators}
-    if options.use_ddim:
+    if options.sampler == "ddim":
         loop = diffusion.ddim_sample_loop_progressive(model, noise.shape, eta=options.eta, **kwargs)
+    elif options.sampler == "dpmpp2m":
+        loop = diffusion.dpmpp2m_sample_loop_progressive(model, noise.shape, **kwargs)
     else:
         loop = diffusion.p_sample_loop_progressive(model, noise.shape, **kwargs)
     out = None

@@ -32,7 +32,7 @@ from guided_diffusion.checkpoint import load_model_weights, stored_flags
 from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser, job_offsets
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, args_to_dict, parse_args_with_config
-from guided_diffusion.patch_sampling import SamplingOptions
+from guided_diffusion.patch_sampling import SAMPLERS, SamplingOptions
 from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX
 from guided_diffusion.pet.io import UnitOptions, Volume, list_volumes, read_volume
 from guided_diffusion.pet.io.grid import GridMapping, plan_grid
@@ -99,6 +99,8 @@ def create_argparser() -> argparse.ArgumentParser:
         "weights": "ema",
         "model_voxel_size": 0.0,
         "clip_denoised": True,
+        "sampler": "",
+        "steps": 0,
         "use_ddim": True,
         "ddim_eta": 0.0,
         "start_timestep": 0,
@@ -134,6 +136,25 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--blend must be 'linear' or 'gaussian', got {args.blend!r}")
     check_output_flags(args)
     unit_options(args)
+
+
+def choose_sampler(args: argparse.Namespace) -> str:
+    """The sampler from --sampler and --steps, or from the paper's --use_ddim / --timestep_respacing.
+
+    ``--steps N`` becomes ``--timestep_respacing N`` (N steps evenly spaced over the
+    process, both ends kept); giving both is refused.
+    """
+    sampler = args.sampler or ("ddim" if args.use_ddim else "ddpm")
+    if sampler not in SAMPLERS:
+        raise UserError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {args.sampler!r}")
+    if args.steps < 0:
+        raise UserError(f"--steps must be at least 1 (0: from --timestep_respacing), got {args.steps}")
+    if args.steps and args.timestep_respacing:
+        raise UserError(f"--steps {args.steps} and --timestep_respacing {args.timestep_respacing} both choose the "
+                        "steps; give one")
+    if args.steps:
+        args.timestep_respacing = str(args.steps)
+    return sampler
 
 
 def sha256(path: str) -> str:
@@ -196,6 +217,7 @@ def sidecar(args: argparse.Namespace, volume: Volume, outputs: dict, grid: GridM
 def main() -> None:
     args = dist_util.agree(lambda: parse_args_with_config(create_argparser()))
     dist_util.agree(lambda: check_flags(args))
+    sampler = dist_util.agree(lambda: choose_sampler(args))
     voxel_mm, voxel_source = dist_util.from_root(
         lambda: model_voxel_size(args, sys.argv[1:], stored_flags(args.model_path)))
     survey = dist_util.from_root(lambda: survey_inputs(args, voxel_mm))
@@ -209,18 +231,18 @@ def main() -> None:
     model, diffusion = dist_util.agree(build)
     model_sha = dist_util.from_root(lambda: sha256(args.model_path))
 
-    sampling = SamplingOptions(use_ddim=args.use_ddim, eta=args.ddim_eta, clip_denoised=args.clip_denoised,
+    sampling = SamplingOptions(sampler=sampler, eta=args.ddim_eta, clip_denoised=args.clip_denoised,
                                batch_size=args.batch_size, seed=args.seed, num_ensemble=args.num_ensemble,
                                warm_start=args.start_timestep > 0)
     patching = PatchingOptions(patch_axial=args.patch_axial, max_patch_inplane=args.max_patch_inplane,
                                overlap=args.patch_overlap, blend=args.blend)
     denoiser = VolumeDenoiser(model, diffusion, sampling, patching, args.suv_max, args.keep_saturated)
     plans = dist_util.agree(lambda: [denoiser.plan(shape) for _, shape in survey])
-    sampler = {**asdict(sampling), "steps": diffusion.num_timesteps, "start_timestep": args.start_timestep}
+    sampler_record = {**asdict(sampling), "steps": diffusion.num_timesteps, "start_timestep": args.start_timestep}
     provenance = {"model_sha256": model_sha, "model_voxel_size_mm": voxel_mm, "model_voxel_size_from": voxel_source,
                   "seed": args.seed, "num_ranks": dist_util.world_size(), "device": str(dist_util.dev()),
-                  "sampler": sampler}
-    description = (f"DDPM3D denoised ({'DDIM' if args.use_ddim else 'DDPM'} {diffusion.num_timesteps} steps"
+                  "sampler": sampler_record}
+    description = (f"DDPM3D denoised ({sampler} {diffusion.num_timesteps} steps"
                    f"{f' from t={args.start_timestep}' if args.start_timestep else ''}, K={args.num_ensemble}, "
                    f"model {model_sha[:8]})")
 

@@ -130,3 +130,18 @@ def test_launcher_takes_environment_and_passes_arguments_through(workdir):
     assert result.returncode == 0, result.stderr
     sidecar = json.loads((save / "scan_denoised.json").read_text())
     assert sidecar["num_ranks"] == 2 and sidecar["flags"]["timestep_respacing"] == "ddim3"
+
+
+def test_sampler_and_steps_flags(workdir):
+    patching = FAST[2:]  # FAST without its --timestep_respacing
+    save = workdir / "out_dpm"
+    args = ["--model_path", str(workdir / "model.pt"), "--base_samples", str(workdir / "scan.nii.gz"),
+            "--save_dir", str(save), *patching]
+    result = run([*args, "--sampler", "dpmpp2m", "--steps", "3"], ranks=0)
+    assert result.returncode == 0, result.stderr
+    sampler = json.loads((save / "scan_denoised.json").read_text())["sampler"]
+    assert sampler["sampler"] == "dpmpp2m" and sampler["steps"] == 3
+    both = run([*args, "--steps", "3", "--timestep_respacing", "ddim3", "--overwrite", "True"], ranks=0)
+    assert both.returncode == 1 and "give one" in both.stderr
+    unknown = run([*args, "--sampler", "heun", "--overwrite", "True"], ranks=0)
+    assert unknown.returncode == 1 and "--sampler must be one of ddpm, ddim, dpmpp2m" in unknown.stderr
