@@ -4,11 +4,13 @@ The work is three parts: :func:`~guided_diffusion.patch_sampling.sample_jobs`
 samples a list of (member, box) jobs in one process;
 :class:`~guided_diffusion.pet.patches.PatchBlender` and
 :class:`~guided_diffusion.pet.ensemble.RunningMoments` stitch them; this module
-is the thin MPI layer between: it deals each member's boxes round robin over
-the ranks, gathers that member's patches on rank 0, stitches them and frees
-them before the next member, so rank 0 holds one member's patches plus the
-running moments whatever the ensemble size. Results do not depend on the
-number of ranks nor on the batch size (see ``patch_sampling``).
+is the thin MPI layer between: it deals the (member, box) jobs of a wave of
+members round robin over the ranks, gathers them on rank 0, stitches them and
+frees them before the next wave. A wave is one member for volumes with enough
+patches to give every rank a full batch, so rank 0 holds one member's patches
+plus the running moments whatever the ensemble size; small volumes put several
+members in a wave, so all ranks work and members share batches. Results do not
+depend on the number of ranks nor on the batch size (see ``patch_sampling``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 
 from . import dist_util
 from .gaussian_diffusion import GaussianDiffusion
-from .patch_sampling import SamplingOptions, sample_jobs
+from .patch_sampling import Job, SamplingOptions, sample_jobs
 from .pet.ensemble import RunningMoments
 from .pet.intensity import model_to_suv, restore_saturated, suv_to_model
 from .pet.patches import PatchBlender, PatchPlan, pad_volume, plan_patches
@@ -66,9 +68,21 @@ def job_offsets(plans: Sequence[PatchPlan], num_ensemble: int) -> list[int]:
     return offsets
 
 
-def member_boxes(num_boxes: int, member: int, job_offset: int) -> list[int]:
-    """This rank's boxes of one ensemble member: the volume's jobs dealt round robin, member by member."""
-    return round_robin(num_boxes, dist_util.world_size(), job_offset + member * num_boxes)[dist_util.rank()]
+def member_waves(num_boxes: int, num_ensemble: int, batch_size: int) -> list[range]:
+    """Ensemble members sampled, gathered and stitched together, in order.
+
+    A wave is one member when the volume has enough patches to give every rank a
+    full batch (whole-body volumes), so rank 0 holds one member's patches; for
+    smaller volumes, enough members to keep every rank busy.
+    """
+    per_wave = min(num_ensemble, max(1, -(-dist_util.world_size() * batch_size // num_boxes)))
+    return [range(m, min(m + per_wave, num_ensemble)) for m in range(0, num_ensemble, per_wave)]
+
+
+def rank_jobs(num_boxes: int, members: range, job_offset: int) -> list[Job]:
+    """This rank's (member, box) jobs of a wave: the volume's jobs dealt round robin, continuing ``job_offset``."""
+    dealt = round_robin(len(members) * num_boxes, dist_util.world_size(), job_offset + members.start * num_boxes)
+    return [(members.start + j // num_boxes, j % num_boxes) for j in dealt[dist_util.rank()]]
 
 
 class VolumeDenoiser:
@@ -107,8 +121,8 @@ class VolumeDenoiser:
     def rank_job_count(self, plans: Sequence[PatchPlan]) -> int:
         """How many jobs this rank samples for a run over volumes with these plans."""
         k = self.sampling.num_ensemble
-        return sum(len(member_boxes(len(plan), member, offset))
-                   for plan, offset in zip(plans, job_offsets(plans, k)) for member in range(k))
+        return sum(len(rank_jobs(len(plan), wave, offset)) for plan, offset in zip(plans, job_offsets(plans, k))
+                   for wave in member_waves(len(plan), k, self.sampling.batch_size))
 
     def denoise(self, suv: np.ndarray, name: str, job_offset: int = 0) -> VolumeResult | None:
         """Denoise one (X, Y, Z) SUV volume; collective over all ranks.
@@ -124,16 +138,17 @@ class VolumeDenoiser:
         cond = pad_volume(suv_to_model(suv, self.suv_max), plan.padded_shape)
         is_root = dist_util.rank() == 0
         moments = RunningMoments(suv.shape) if is_root else None
-        for member in range(self.sampling.num_ensemble):
+        for wave in member_waves(len(plan), self.sampling.num_ensemble, self.sampling.batch_size):
             started = time.perf_counter()
-            boxes = member_boxes(len(plan), member, job_offset)
-            patches = sample_jobs(self.model, self.diffusion, self.sampling, plan, cond, name,
-                                  [(member, box) for box in boxes], self.on_step)
-            gathered = dist_util.COMM.gather(list(zip(boxes, patches)), root=0)
+            jobs = rank_jobs(len(plan), wave, job_offset)
+            patches = sample_jobs(self.model, self.diffusion, self.sampling, plan, cond, name, jobs, self.on_step)
+            gathered = dist_util.COMM.gather(list(zip(jobs, patches)), root=0)
             del patches
             sampled = time.perf_counter()
             if is_root:
-                moments.add(self._stitch(plan, gathered, suv))
+                for member in wave:
+                    moments.add(self._stitch(plan, [(box, patch) for rank_jobs_done in gathered
+                                                    for (m, box), patch in rank_jobs_done if m == member], suv))
             del gathered
             timings["sample_s"] += sampled - started
             timings["stitch_s"] += time.perf_counter() - sampled
@@ -141,11 +156,10 @@ class VolumeDenoiser:
             return None
         return VolumeResult(mean=moments.mean(), std=moments.std(), timings=timings)
 
-    def _stitch(self, plan: PatchPlan, gathered: list[list[tuple[int, np.ndarray]]], suv: np.ndarray) -> np.ndarray:
-        """One member's patches from every rank -> its (X, Y, Z) SUV volume."""
+    def _stitch(self, plan: PatchPlan, patches: list[tuple[int, np.ndarray]], suv: np.ndarray) -> np.ndarray:
+        """One member's (box, patch) pairs from every rank -> its (X, Y, Z) SUV volume."""
         blender = PatchBlender(plan, self.patching.blend)
-        for rank_patches in gathered:
-            for box, patch in rank_patches:
-                blender.add(box, patch)
+        for box, patch in patches:
+            blender.add(box, patch)
         denoised = model_to_suv(blender.result(), self.suv_max)
         return restore_saturated(denoised, suv, self.suv_max) if self.keep_saturated else denoised

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser, job_offsets, make_plan
+from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser, job_offsets, make_plan, member_waves, rank_jobs
 from guided_diffusion.patch_sampling import SamplingOptions, noise_field
 from guided_diffusion.pet.ensemble import RunningMoments
 from guided_diffusion.sharding import batches, round_robin
@@ -194,3 +194,10 @@ def test_running_moments_equal_numpy_mean_and_std():
         moments.add(member)
     np.testing.assert_allclose(moments.mean(), members.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(moments.std(), members.std(axis=0, ddof=1), rtol=1e-5)
+
+
+def test_members_share_a_wave_only_when_a_volume_has_few_patches():
+    # One process, batch 4: a 16-patch volume goes member by member; a 1-patch volume samples 4 members together.
+    assert member_waves(16, 6, 4) == [range(m, m + 1) for m in range(6)]
+    assert member_waves(1, 6, 4) == [range(0, 4), range(4, 6)]
+    assert rank_jobs(1, range(4, 6), job_offset=0) == [(4, 0), (5, 0)]
