@@ -199,5 +199,5 @@ def test_running_moments_equal_numpy_mean_and_std():
 def test_members_share_a_wave_only_when_a_volume_has_few_patches():
     # One process, batch 4: a 16-patch volume goes member by member; a 1-patch volume samples 4 members together.
     assert member_waves(16, 6, 4) == [range(m, m + 1) for m in range(6)]
-    assert member_waves(1, 6, 4) == [range(0, 4), range(4, 6)]
+    assert member_waves(1, 6, 4) == [range(4), range(4, 6)]
     assert rank_jobs(1, range(4, 6), job_offset=0) == [(4, 0), (5, 0)]
