@@ -92,7 +92,8 @@ def setup_device() -> torch.device:
     before the script's ``main``): the local rank needs every rank of the
     node. Later calls, and :func:`dev`, return the stored choice. A GPU
     becomes the current CUDA device, so NCCL, pinned memory and generators
-    created without an index use it.
+    created without an index use it. On the CPU, unless OMP_NUM_THREADS is set,
+    each rank takes an equal share of the cores it may run on.
     """
     global _device, _ranks_on_node
     local, _ranks_on_node = _node_rank_and_size()
@@ -102,6 +103,9 @@ def setup_device() -> torch.device:
             torch.cuda.set_device(_device)
         else:
             _device = torch.device("cpu")
+            if "OMP_NUM_THREADS" not in os.environ:
+                # torch takes every core in every process: ranks x threads would oversubscribe them.
+                torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // _ranks_on_node))
     return _device
 
 

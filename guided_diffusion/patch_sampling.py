@@ -143,6 +143,7 @@ def _reverse_process(model, diffusion, options: SamplingOptions, low: torch.Tens
     else:
         loop = diffusion.p_sample_loop_progressive(model, noise.shape, **kwargs)
     out = None
-    for out in loop:
-        on_step(len(low))
+    with torch.inference_mode():
+        for out in loop:
+            on_step(len(low))
     return out["sample"]

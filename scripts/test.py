@@ -32,6 +32,7 @@ from guided_diffusion.checkpoint import load_model_weights, stored_flags
 from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser, job_offsets
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, args_to_dict, parse_args_with_config
+from guided_diffusion.inference import PRECISIONS, InferenceNetwork, default_precision
 from guided_diffusion.patch_sampling import SAMPLERS, SamplingOptions
 from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX
 from guided_diffusion.pet.io import UnitOptions, Volume, list_volumes, read_volume
@@ -101,6 +102,9 @@ def create_argparser() -> argparse.ArgumentParser:
         "clip_denoised": True,
         "sampler": "",
         "steps": 0,
+        "precision": "",
+        "channels_last": False,
+        "compile": False,
         "use_ddim": True,
         "ddim_eta": 0.0,
         "start_timestep": 0,
@@ -134,6 +138,8 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--patch_overlap must be >= 0, got {args.patch_overlap}")
     if args.blend not in ("linear", "gaussian"):
         raise UserError(f"--blend must be 'linear' or 'gaussian', got {args.blend!r}")
+    if args.precision and args.precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
     check_output_flags(args)
     unit_options(args)
 
@@ -226,7 +232,9 @@ def main() -> None:
         model, diffusion = sr_create_model_and_diffusion(
             **args_to_dict(args, sr_model_and_diffusion_defaults().keys()), start_timestep=args.start_timestep)
         load_model_weights(model, args.model_path, weights=args.weights)
-        return model.to(dist_util.dev()).eval(), diffusion
+        model = model.to(dist_util.dev()).eval()
+        precision = args.precision or default_precision(args.use_fp16, dist_util.dev())
+        return InferenceNetwork(model, precision, args.channels_last, args.compile), diffusion
 
     model, diffusion = dist_util.agree(build)
     model_sha = dist_util.from_root(lambda: sha256(args.model_path))
@@ -238,7 +246,8 @@ def main() -> None:
                                overlap=args.patch_overlap, blend=args.blend)
     denoiser = VolumeDenoiser(model, diffusion, sampling, patching, args.suv_max, args.keep_saturated)
     plans = dist_util.agree(lambda: [denoiser.plan(shape) for _, shape in survey])
-    sampler_record = {**asdict(sampling), "steps": diffusion.num_timesteps, "start_timestep": args.start_timestep}
+    sampler_record = {**asdict(sampling), "steps": diffusion.num_timesteps, "start_timestep": args.start_timestep,
+                      "precision": model.precision, "channels_last": args.channels_last, "compile": args.compile}
     provenance = {"model_sha256": model_sha, "model_voxel_size_mm": voxel_mm, "model_voxel_size_from": voxel_source,
                   "seed": args.seed, "num_ranks": dist_util.world_size(), "device": str(dist_util.dev()),
                   "sampler": sampler_record}

@@ -145,3 +145,15 @@ def test_sampler_and_steps_flags(workdir):
     assert both.returncode == 1 and "give one" in both.stderr
     unknown = run([*args, "--sampler", "heun", "--overwrite", "True"], ranks=0)
     assert unknown.returncode == 1 and "--sampler must be one of ddpm, ddim, dpmpp2m" in unknown.stderr
+
+
+def test_precision_and_layout_flags(workdir):
+    save = workdir / "out_bf16"
+    args = ["--model_path", str(workdir / "model.pt"), "--base_samples", str(workdir / "scan.nii.gz"),
+            "--save_dir", str(save), *FAST]
+    result = run([*args, "--precision", "bf16", "--channels_last", "True"], ranks=0)
+    assert result.returncode == 0, result.stderr
+    sampler = json.loads((save / "scan_denoised.json").read_text())["sampler"]
+    assert sampler["precision"] == "bf16" and sampler["channels_last"] is True
+    refused = run([*args, "--precision", "fp8", "--overwrite", "True"], ranks=0)
+    assert refused.returncode == 1 and "--precision must be one of fp32, bf16, fp16" in refused.stderr

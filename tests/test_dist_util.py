@@ -63,3 +63,23 @@ def test_a_single_process_chooses_its_device_on_first_use(monkeypatch):
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert dist_util.dev().type == expected
     assert dist_util.setup_device() is dist_util.dev()
+
+
+def test_cpu_ranks_share_the_cores(tmp_path):
+    script = tmp_path / "threads.py"
+    script.write_text(
+        "import torch\n"
+        "torch.cuda.is_available = lambda: False\n"
+        "from guided_diffusion import dist_util\n"
+        "def main():\n"
+        "    threads = dist_util.COMM.gather(torch.get_num_threads(), root=0)\n"
+        "    if dist_util.rank() == 0:\n"
+        "        print('threads', *threads, flush=True)\n"
+        "dist_util.run_main(main)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["PATH"] = f"{BIN}:{os.environ['PATH']}"
+    result = subprocess.run([str(BIN / "mpiexec"), "-n", "2", sys.executable, str(script)], check=False,
+                            capture_output=True, text=True, timeout=60, env=env)
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert result.returncode == 0 and f"threads {share} {share}" in result.stdout, result.stdout + result.stderr
