@@ -301,10 +301,7 @@ class GaussianDiffusion:
 
     def p_sample_loop(self, model: Callable, shape: Sequence[int], **kwargs) -> torch.Tensor:
         """Sample from the model by ancestral sampling; see :meth:`p_sample_loop_progressive`."""
-        final = None
-        for final in self.p_sample_loop_progressive(model, shape, **kwargs):
-            pass
-        return final["sample"]
+        return _final_sample(self.p_sample_loop_progressive(model, shape, **kwargs))
 
     def p_sample_loop_progressive(
         self,
@@ -359,10 +356,7 @@ class GaussianDiffusion:
 
     def ddim_sample_loop(self, model: Callable, shape: Sequence[int], **kwargs) -> torch.Tensor:
         """Sample from the model with DDIM; see :meth:`ddim_sample_loop_progressive`."""
-        final = None
-        for final in self.ddim_sample_loop_progressive(model, shape, **kwargs):
-            pass
-        return final["sample"]
+        return _final_sample(self.ddim_sample_loop_progressive(model, shape, **kwargs))
 
     def ddim_sample_loop_progressive(
         self,
@@ -388,10 +382,7 @@ class GaussianDiffusion:
 
     def dpmpp2m_sample_loop(self, model: Callable, shape: Sequence[int], **kwargs) -> torch.Tensor:
         """Sample from the model with DPM-Solver++(2M); see :meth:`dpmpp2m_sample_loop_progressive`."""
-        final = None
-        for final in self.dpmpp2m_sample_loop_progressive(model, shape, **kwargs):
-            pass
-        return final["sample"]
+        return _final_sample(self.dpmpp2m_sample_loop_progressive(model, shape, **kwargs))
 
     def dpmpp2m_sample_loop_progressive(
         self,
@@ -505,3 +496,11 @@ class GaussianDiffusion:
         terms["mse"] = mean_flat((target - model_output) ** 2)
         terms["loss"] = terms["mse"] + terms.get("vb", 0.0)
         return terms
+
+
+def _final_sample(steps: Iterator[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """Run a progressive sampling loop to its end; its last ``sample``."""
+    final = None
+    for final in steps:
+        pass
+    return final["sample"]

@@ -132,11 +132,15 @@ def test_launcher_takes_environment_and_passes_arguments_through(workdir):
     assert sidecar["num_ranks"] == 2 and sidecar["flags"]["timestep_respacing"] == "ddim3"
 
 
+def scan_args(workdir: Path, save: Path) -> list[str]:
+    """The fixture's model and NIfTI scan, written to ``save``."""
+    return ["--model_path", str(workdir / "model.pt"), "--base_samples", str(workdir / "scan.nii.gz"),
+            "--save_dir", str(save)]
+
+
 def test_sampler_and_steps_flags(workdir):
-    patching = FAST[2:]  # FAST without its --timestep_respacing
     save = workdir / "out_dpm"
-    args = ["--model_path", str(workdir / "model.pt"), "--base_samples", str(workdir / "scan.nii.gz"),
-            "--save_dir", str(save), *patching]
+    args = [*scan_args(workdir, save), *FAST[2:]]  # FAST without its --timestep_respacing
     result = run([*args, "--sampler", "dpmpp2m", "--steps", "3"], ranks=0)
     assert result.returncode == 0, result.stderr
     sampler = json.loads((save / "scan_denoised.json").read_text())["sampler"]
@@ -149,8 +153,7 @@ def test_sampler_and_steps_flags(workdir):
 
 def test_precision_and_layout_flags(workdir):
     save = workdir / "out_bf16"
-    args = ["--model_path", str(workdir / "model.pt"), "--base_samples", str(workdir / "scan.nii.gz"),
-            "--save_dir", str(save), *FAST]
+    args = [*scan_args(workdir, save), *FAST]
     result = run([*args, "--precision", "bf16", "--channels_last", "True"], ranks=0)
     assert result.returncode == 0, result.stderr
     sampler = json.loads((save / "scan_denoised.json").read_text())["sampler"]
