@@ -2,15 +2,35 @@
 
 Inputs are arrays of equal shape (usually (X, Y, Z) in SUV); values are
 computed in float64. A shape mismatch raises ValueError.
+
+Three families:
+
+* generic: :func:`psnr`, :func:`ssim`, :func:`nrmse` (peak / range = the
+  reference's max - min, NRMSE normalised by the reference's RMS);
+* the paper's (``evaluation/get_ssim_psnr.py`` of the released code):
+  :func:`psnr_paper`, :func:`ssim_paper`, on volumes clipped to [0, 16] SUV;
+* the Ultra-Low-Dose PET Imaging Challenge's (UDPET, MICCAI 2022-2024):
+  :func:`psnr_challenge`, :func:`ssim_challenge`, :func:`nrmse_challenge`.
+  Source: the challenge's evaluation script (``compute_psnr``, ``compute_ssim``,
+  ``compute_nrmse``), linked from https://udpet-challenge.github.io/ (metrics
+  listed on its "Evaluation" page); it scores the submitted Bq/ml volumes,
+  and all three are scale-free, so SUV gives the same numbers.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from skimage.metrics import structural_similarity
+from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
 
 #: Default SSIM window (voxels per side); shrunk to fit small volumes.
 SSIM_WINDOW = 7
+
+#: The paper's SUV clip: its volumes were stored as min(SUV, 16) / 16, and its SSIM uses data_range 16.
+PAPER_SUV_CLIP = 16.0
+
+#: The data range of the challenge's SSIM: its script passes no data_range, and scikit-image (< 0.20)
+#: then took the range of the float dtype, (-1, 1) (``skimage.util.dtype.dtype_range``).
+CHALLENGE_SSIM_RANGE = 2.0
 
 
 def _pair(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -28,6 +48,29 @@ def _range(ref: np.ndarray, data_range: float | None) -> float:
     return data_range
 
 
+def _masked(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    if mask is None:
+        return pred, ref
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != ref.shape:
+        raise ValueError(f"shapes differ: mask {mask.shape} vs ref {ref.shape}")
+    if not mask.any():
+        raise ValueError("mask is empty")
+    return pred[mask], ref[mask]
+
+
+def _positive_max(volume: np.ndarray, what: str) -> float:
+    peak = float(volume.max())
+    if not peak > 0:
+        raise ValueError(f"the {what} has no positive voxel (max {peak}); the metric is undefined")
+    return peak
+
+
+def _psnr_db(ref: np.ndarray, pred: np.ndarray, peak: float) -> float:
+    with np.errstate(divide="ignore"):  # identical images: MSE 0 -> inf dB
+        return float(peak_signal_noise_ratio(ref, pred, data_range=peak))
+
+
 def psnr(pred: np.ndarray, ref: np.ndarray, data_range: float | None = None, mask: np.ndarray | None = None) -> float:
     """Peak signal-to-noise ratio in dB: ``10 log10(data_range**2 / MSE)``.
 
@@ -39,17 +82,8 @@ def psnr(pred: np.ndarray, ref: np.ndarray, data_range: float | None = None, mas
     Returns:
         PSNR in dB; ``inf`` when pred equals ref.
     """
-    pred, ref = _pair(pred, ref)
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != ref.shape:
-            raise ValueError(f"shapes differ: mask {mask.shape} vs ref {ref.shape}")
-        if not mask.any():
-            raise ValueError("mask is empty")
-        pred, ref = pred[mask], ref[mask]
-    data_range = _range(ref, data_range)
-    mse = float(np.mean((pred - ref) ** 2))
-    return float("inf") if mse == 0 else float(10 * np.log10(data_range**2 / mse))
+    pred, ref = _masked(*_pair(pred, ref), mask)
+    return _psnr_db(ref, pred, _range(ref, data_range))
 
 
 def ssim(pred: np.ndarray, ref: np.ndarray, data_range: float | None = None) -> float:
@@ -73,10 +107,9 @@ def nrmse(pred: np.ndarray, ref: np.ndarray) -> float:
     perfect and 1 is as large an error as predicting all zeros.
     """
     pred, ref = _pair(pred, ref)
-    ref_rms = float(np.sqrt(np.mean(ref**2)))
-    if ref_rms == 0:
+    if not ref.any():
         raise ValueError("reference is all zeros; NRMSE is undefined")
-    return float(np.sqrt(np.mean((pred - ref) ** 2)) / ref_rms)
+    return float(normalized_root_mse(ref, pred, normalization="euclidean"))
 
 
 def roi_stats(volume: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -94,3 +127,71 @@ def roi_stats(volume: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     if values.size == 0:
         raise ValueError("mask is empty")
     return {"mean": float(values.mean()), "max": float(values.max()), "std": float(values.std()), "voxels": float(values.size)}
+
+
+def psnr_paper(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None,
+               suv_clip: float = PAPER_SUV_CLIP) -> float:
+    """The paper's PSNR (dB): ``10 log10(max(ref)**2 / MSE)``.
+
+    As ``evaluation/get_ssim_psnr.py`` of the paper's code: the peak is the
+    maximum SUV of the *unclipped* full-dose reference, the MSE is taken over
+    the whole volume (or ``mask``) between both volumes clipped to
+    ``[0, suv_clip]`` SUV (the paper stored its volumes clipped at 16 and set
+    negative outputs to 0).
+
+    Args:
+        pred, ref: (X, Y, Z) SUV volumes of the same shape.
+        mask: optional boolean (X, Y, Z); only its voxels enter the MSE (the peak stays the whole reference's max).
+        suv_clip: upper clip in SUV (16, the paper's).
+
+    Returns:
+        PSNR in dB; ``inf`` when the clipped volumes are equal.
+    """
+    pred, ref = _pair(pred, ref)
+    peak = _positive_max(ref, "reference")
+    pred, ref = _masked(np.clip(pred, 0.0, suv_clip), np.clip(ref, 0.0, suv_clip), mask)
+    return _psnr_db(ref, pred, peak)
+
+
+def ssim_paper(pred: np.ndarray, ref: np.ndarray, suv_clip: float = PAPER_SUV_CLIP) -> float:
+    """The paper's SSIM: both volumes clipped to ``[0, suv_clip]`` SUV, 3D SSIM with ``data_range=suv_clip``.
+
+    scikit-image's ``structural_similarity`` with its defaults otherwise (7-voxel
+    uniform window, shrunk for small volumes as :func:`ssim` does).
+    """
+    pred, ref = _pair(pred, ref)
+    return ssim(np.clip(pred, 0.0, suv_clip), np.clip(ref, 0.0, suv_clip), data_range=suv_clip)
+
+
+def psnr_challenge(pred: np.ndarray, ref: np.ndarray) -> float:
+    """The UDPET challenge's PSNR (dB): ``20 log10(max(ref) / RMSE)``, unclipped, whole volume.
+
+    Equal to :func:`psnr_paper` without the clip. Scale-free, so SUV and Bq/ml give the same value.
+    """
+    pred, ref = _pair(pred, ref)
+    return _psnr_db(ref, pred, _positive_max(ref, "reference"))
+
+
+def ssim_challenge(pred: np.ndarray, ref: np.ndarray) -> float:
+    """The UDPET challenge's SSIM: each volume divided by its own maximum, 3D SSIM with data_range 2.
+
+    The challenge's script calls ``compare_ssim(real / max(real), pred / max(pred))``
+    without a data range, which scikit-image then took as the float range
+    (-1, 1), i.e. :data:`CHALLENGE_SSIM_RANGE` = 2; the window is skimage's default 7
+    (shrunk for small volumes as :func:`ssim` does).
+    """
+    pred, ref = _pair(pred, ref)
+    return ssim(pred / _positive_max(pred, "result"), ref / _positive_max(ref, "reference"),
+                data_range=CHALLENGE_SSIM_RANGE)
+
+
+def nrmse_challenge(pred: np.ndarray, ref: np.ndarray) -> float:
+    """The UDPET challenge's NRMSE: ``RMSE / (max(ref) - min(ref))`` (skimage's "min-max" normalisation)."""
+    pred, ref = _pair(pred, ref)
+    _range(ref, None)  # refuses a constant reference
+    return float(normalized_root_mse(ref, pred, normalization="min-max"))
+
+
+def percent_error(value: float, reference: float) -> float:
+    """Signed error in percent: ``100 (value - reference) / reference``; NaN when the reference is 0."""
+    return float("nan") if reference == 0 else 100.0 * (float(value) - float(reference)) / float(reference)

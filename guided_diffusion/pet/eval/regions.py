@@ -1,0 +1,228 @@
+"""Region quantitation: SUVmean, SUVmax and TLA per organ and lesion, liver CV, lesion contrast recovery.
+
+Volumes are (X, Y, Z) arrays in SUV; ``labels`` is an organ label map (0 =
+outside the body), ``lesions`` a lesion map (0 = no lesion, lesion ``i`` where
+``lesions == i``), both of the volume's shape. Errors are in percent,
+``100 (result - reference) / reference``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from .metrics import percent_error
+
+#: Liver CV: the liver is eroded by this margin (mm), and voxels this close to a lesion are left out.
+LIVER_MARGIN_MM = 10.0
+
+#: Lesion background: a shell of voxels more than ``inner`` and at most ``outer`` voxels (chessboard
+#: distance) from the lesion; the gap keeps the lesion's partial-volume spill out of the background.
+BACKGROUND_SHELL = (2, 4)
+
+#: Body mask without labels: reference voxels above this SUV (air in PET reads ~0, fat ~0.3).
+BODY_THRESHOLD_SUV = 0.1
+
+_CUBE = np.ones((3, 3, 3), dtype=bool)
+
+
+def body_mask(reference: np.ndarray, labels: np.ndarray | None,
+              threshold: float = BODY_THRESHOLD_SUV) -> tuple[np.ndarray, str]:
+    """The body: ``labels > 0`` when labels are given, else ``reference > threshold`` SUV.
+
+    Returns:
+        (boolean (X, Y, Z) mask, a short description of the rule used, e.g. ``"labels > 0"``).
+    """
+    if labels is not None:
+        return np.asarray(labels) > 0, "labels > 0"
+    return np.asarray(reference) > threshold, f"reference > {threshold:g} SUV"
+
+
+def split_lesions(lesions: np.ndarray) -> np.ndarray:
+    """Lesion ids per voxel: an integer map as given, a binary (0/1) mask split into connected lesions.
+
+    A map whose only non-zero value is 1 is read as a binary mask and split into
+    26-connected components, numbered 1, 2, ... in scan order; any other map keeps its values as ids.
+    """
+    lesions = np.asarray(lesions)
+    if lesions.max(initial=0) == 1:
+        components, _ = ndimage.label(lesions > 0, structure=_CUBE)
+        return components
+    return lesions.astype(np.int64, copy=False)
+
+
+def liver_cv(volume: np.ndarray, liver: np.ndarray, lesions: np.ndarray | None, voxel_size: Sequence[float],
+             margin_mm: float = LIVER_MARGIN_MM) -> float:
+    """Coefficient of variation (std / mean, ddof 0) of ``volume`` in the liver's interior.
+
+    The idea of :func:`~guided_diffusion.pet.sim.simulation.organ_cv`, with
+    distances in mm on any voxel grid: voxels further than ``margin_mm`` from the
+    liver's edge (Euclidean distance to the nearest voxel outside the liver) and
+    further than ``margin_mm`` from every lesion voxel, so the figure measures noise
+    and texture, not edges or lesions.
+
+    Args:
+        volume: (X, Y, Z) SUV.
+        liver: boolean (X, Y, Z) liver mask.
+        lesions: optional (X, Y, Z) lesion map (non-zero = lesion).
+        voxel_size: (x, y, z) in mm.
+        margin_mm: erosion margin.
+
+    Returns:
+        the CV, or NaN when the liver is absent or nothing of it is left (too small for the margin).
+    """
+    liver = np.asarray(liver, dtype=bool)
+    box = _box(liver, [math.ceil(margin_mm / v) + 1 for v in voxel_size])
+    if box is None:
+        return float("nan")
+    keep = ndimage.distance_transform_edt(np.pad(liver[box], 1), sampling=voxel_size)[1:-1, 1:-1, 1:-1] > margin_mm
+    if lesions is not None:
+        lesion = np.asarray(lesions)[box] != 0
+        if lesion.any():
+            keep &= ndimage.distance_transform_edt(~lesion, sampling=voxel_size) > margin_mm
+    values = np.asarray(volume, dtype=np.float64)[box][keep]
+    if values.size == 0 or values.mean() == 0:
+        return float("nan")
+    return float(values.std() / values.mean())
+
+
+def lesion_background(lesions: np.ndarray, lesion_id: int, body: np.ndarray | None = None,
+                      shell: tuple[int, int] = BACKGROUND_SHELL,
+                      bounds: tuple[slice, ...] | None = None) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray]:
+    """A lesion's mask and its background shell, in a box around the lesion.
+
+    The shell holds voxels more than ``shell[0]`` and at most ``shell[1]`` voxels
+    from the lesion (chessboard distance: dilations by a 3x3x3 cube), minus every
+    lesion dilated by ``shell[0]`` and, when ``body`` is given, minus voxels outside it.
+
+    Args:
+        lesions: (X, Y, Z) integer lesion map.
+        lesion_id: the lesion's value.
+        body: optional boolean (X, Y, Z) body mask.
+        shell: (inner, outer) in voxels.
+        bounds: the lesion's bounding box if known (``scipy.ndimage.find_objects``), to skip a search.
+
+    Returns:
+        (the box as slices, the lesion mask in the box, the shell mask in the box).
+    """
+    inner, outer = shell
+    lesions = np.asarray(lesions)
+    if bounds is None:
+        found = ndimage.find_objects((lesions == lesion_id).astype(np.int8))
+        if not found or found[0] is None:
+            raise ValueError(f"lesion {lesion_id} is empty")
+        bounds = found[0]
+    box = tuple(slice(max(s.start - outer - 1, 0), min(s.stop + outer + 1, n)) for s, n in zip(bounds, lesions.shape))
+    lesion = lesions[box] == lesion_id
+    others = (lesions[box] != 0) & ~lesion
+    near = ndimage.binary_dilation(lesion, _CUBE, iterations=inner) if inner else lesion
+    background = ndimage.binary_dilation(lesion, _CUBE, iterations=outer) & ~near
+    background &= ~(ndimage.binary_dilation(others, _CUBE, iterations=inner) if inner else others)
+    if body is not None:
+        background &= np.asarray(body, dtype=bool)[box]
+    return box, lesion, background
+
+
+def contrast_recovery(result: np.ndarray, reference: np.ndarray, lesion: np.ndarray, background: np.ndarray) -> float:
+    """Contrast recovery: ``(L / B - 1) / (L_ref / B_ref - 1)``.
+
+    ``L`` and ``B`` are the result's means in the lesion and its background
+    shell, ``L_ref`` and ``B_ref`` the reference's: 1 when the result keeps the
+    reference's lesion contrast, below 1 when it smooths it away. NaN when the
+    shell is empty, a background mean is 0 or the reference shows no contrast.
+    """
+    result = np.asarray(result, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    if not background.any() or not lesion.any():
+        return float("nan")
+    bg, bg_ref = result[background].mean(), reference[background].mean()
+    if bg == 0 or bg_ref == 0:
+        return float("nan")
+    contrast_ref = reference[lesion].mean() / bg_ref - 1
+    if abs(contrast_ref) < 1e-12:
+        return float("nan")
+    return float((result[lesion].mean() / bg - 1) / contrast_ref)
+
+
+def lesion_shells(lesions: np.ndarray, body: np.ndarray | None = None,
+                  shell: tuple[int, int] = BACKGROUND_SHELL) -> dict[int, tuple[tuple[slice, ...], np.ndarray, np.ndarray]]:
+    """:func:`lesion_background` of every lesion: ``{id: (box, lesion mask, shell mask)}``."""
+    lesions = np.asarray(lesions)
+    bounds = ndimage.find_objects(lesions)
+    return {i + 1: lesion_background(lesions, i + 1, body, shell, bounds=b) for i, b in enumerate(bounds)
+            if b is not None}
+
+
+def region_rows(result: np.ndarray, reference: np.ndarray, voxel_ml: float, labels: np.ndarray | None = None,
+                lesions: np.ndarray | None = None, label_names: Mapping[int, str] | None = None,
+                body: np.ndarray | None = None, shells: dict | None = None) -> list[dict]:
+    """One row per organ label present (lesion voxels left out) and per lesion.
+
+    Args:
+        result, reference: (X, Y, Z) SUV volumes.
+        voxel_ml: volume of one voxel in ml (TLA = SUVmean x volume in ml).
+        labels: optional organ label map; label 0 (outside the body) gets no row.
+        lesions: optional lesion map (ids as in :func:`split_lesions` output).
+        label_names: organ names by label value (default ``label_<value>``).
+        body: optional body mask bounding the lesions' background shells.
+        shells: the lesions' :func:`lesion_shells`, when computed already (several results of one case).
+
+    Returns:
+        rows with ``region`` (name), ``kind`` ("organ" or "lesion"), ``label``, ``voxels``,
+        ``volume_ml``, ``suvmean_*``, ``suvmax_*``, ``tla_*`` (lesions only) for ``result``
+        and ``reference`` with ``*_error_pct``, and ``contrast_recovery`` (lesions only).
+    """
+    rows: list[dict] = []
+    lesion_any = None if lesions is None else np.asarray(lesions) != 0
+    if labels is not None:
+        organ_map = np.where(lesion_any, 0, labels) if lesion_any is not None else np.asarray(labels)
+        ids = [int(i) for i in np.unique(organ_map) if i > 0]
+        for i, stats in zip(ids, _stats(result, reference, organ_map, ids)):
+            name = (label_names or {}).get(i, f"label_{i}")
+            rows.append({"region": name, "kind": "organ", "label": i, **_row(stats, voxel_ml, tla=False)})
+    if lesions is not None:
+        shells = lesion_shells(lesions, body) if shells is None else shells
+        ids = sorted(shells)
+        for i, stats in zip(ids, _stats(result, reference, lesions, ids)):
+            box, lesion, background = shells[i]
+            row = {"region": f"lesion_{i}", "kind": "lesion", "label": i, **_row(stats, voxel_ml, tla=True)}
+            row["contrast_recovery"] = contrast_recovery(result[box], reference[box], lesion, background)
+            rows.append(row)
+    return rows
+
+
+def _stats(result: np.ndarray, reference: np.ndarray, regions: np.ndarray, ids: list[int]) -> list[dict]:
+    """Voxel count, mean and max of both volumes in each region ``regions == id`` (one pass per statistic)."""
+    if not ids:
+        return []
+    regions = np.asarray(regions)
+    count = np.bincount(regions.ravel(), minlength=max(ids) + 1)
+    out = [{"voxels": int(count[i])} for i in ids]
+    for key, volume in (("result", result), ("reference", reference)):
+        volume = np.asarray(volume, dtype=np.float64)
+        for stats, mean, peak in zip(out, ndimage.mean(volume, regions, ids), ndimage.maximum(volume, regions, ids)):
+            stats[f"mean_{key}"], stats[f"max_{key}"] = float(mean), float(peak)
+    return out
+
+
+def _row(stats: dict, voxel_ml: float, tla: bool) -> dict:
+    row = {"voxels": stats["voxels"], "volume_ml": stats["voxels"] * voxel_ml}
+    for name, key in (("suvmean", "mean"), ("suvmax", "max")):
+        row[f"{name}_result"], row[f"{name}_reference"] = stats[f"{key}_result"], stats[f"{key}_reference"]
+        row[f"{name}_error_pct"] = percent_error(stats[f"{key}_result"], stats[f"{key}_reference"])
+    if tla:
+        row["tla_result"] = stats["mean_result"] * row["volume_ml"]
+        row["tla_reference"] = stats["mean_reference"] * row["volume_ml"]
+        row["tla_error_pct"] = percent_error(row["tla_result"], row["tla_reference"])
+    return row
+
+
+def _box(mask: np.ndarray, pad: Sequence[int]) -> tuple[slice, ...] | None:
+    """The bounding box of ``mask``, grown by ``pad`` voxels per axis (clipped to the array); None if empty."""
+    found = ndimage.find_objects(mask.astype(np.int8))
+    if not found or found[0] is None:
+        return None
+    return tuple(slice(max(s.start - p, 0), min(s.stop + p, n)) for s, p, n in zip(found[0], pad, mask.shape))
