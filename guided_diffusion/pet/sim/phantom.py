@@ -1,12 +1,22 @@
-"""A parametric whole-body FDG phantom, randomised from a seed.
+"""A parametric whole-body phantom for FDG and other tracers, randomised from a seed.
 
 The body runs from mid-thigh to the top of the head and is built from
 ellipses and ellipsoids evaluated on coordinate grids (no per-voxel loops):
 per-slice elliptical cross-sections for the trunk, neck, shoulders and the two
 thighs, an ellipsoidal head, and ellipsoidal or tubular organs. Each tissue has
-an FDG uptake (SUV) and a linear attenuation coefficient at 511 keV (1/mm);
-a smooth random field of a few percent gives organs a texture, and spherical
-lesions are added in the liver, lungs, spleen, red marrow and soft tissue.
+an uptake (SUV) drawn from the tracer's ranges (``tracers.py``, FDG by default)
+and a linear attenuation coefficient at 511 keV (1/mm); a smooth random field
+of a few percent gives organs a texture, and spherical lesions are added in
+the liver, lungs, spleen, red marrow and soft tissue.
+
+Random streams: the body, the large organs, FDG uptake of the large organs,
+attenuation, texture and lesions come from ``default_rng(seed)`` in the order of
+the phantom's first version, so FDG phantoms of old seeds keep all of it. The
+small structures added later (salivary and lacrimal glands, pituitary,
+adrenals, lymph nodes) come from a stream of their own, and every other uptake
+draw (theirs, and all of a non-FDG tracer's) from a third; all three are
+independent of the noise stream of ``simulation.py``. One seed therefore gives
+the same anatomy and lesions for every tracer.
 
 Geometry (RAS+ world coordinates in mm, as nibabel uses them): arrays are
 ``(X, Y, Z)``; ``+X`` points to the patient's right, ``+Y`` anterior and ``+Z``
@@ -25,6 +35,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from ...errors import UserError
+from .tracers import TracerPreset, get_tracer
 
 #: Organ label values and their names (0 is air outside the body).
 LABEL_NAMES: dict[int, str] = {
@@ -41,24 +52,20 @@ LABEL_NAMES: dict[int, str] = {
     10: "spleen",
     11: "kidneys",
     12: "bladder",
+    13: "salivary_glands",  # parotid and submandibular
+    14: "lacrimal_glands",
+    15: "pituitary",
+    16: "adrenals",
+    17: "lymph_nodes",  # small nodes along the para-aortic and iliac chains
 }
 LABELS: dict[str, int] = {name: value for value, name in LABEL_NAMES.items()}
 
-#: FDG uptake ranges (SUV) drawn uniformly per subject, log-uniformly where the range is wide.
-SUV_RANGES: dict[str, tuple[float, float]] = {
-    "fat": (0.25, 0.4),
-    "muscle": (0.7, 1.0),
-    "bone": (0.5, 0.9),
-    "bone_marrow": (1.5, 2.5),
-    "brain": (7.0, 10.0),
-    "lungs": (0.5, 0.7),
-    "myocardium": (2.0, 12.0),
-    "blood_pool": (1.5, 2.0),
-    "liver": (2.0, 2.5),
-    "spleen": (1.7, 2.1),
-    "kidneys": (4.0, 10.0),
-    "bladder": (15.0, 40.0),
-}
+#: Tissues whose FDG uptake is drawn from the main stream, in its order (the first version's organs).
+_MAIN_STREAM_ORGANS = ("fat", "muscle", "bone", "bone_marrow", "brain", "lungs", "myocardium", "blood_pool",
+                       "liver", "spleen", "kidneys", "bladder")
+#: Spawn keys of the streams drawn from the seed (key 0 is the noise of ``simulation.py``).
+_SMALL_ORGAN_STREAM = 1
+_UPTAKE_STREAM = 2
 
 #: Linear attenuation coefficients at 511 keV (1/mm); ranges are drawn per subject.
 MU_SOFT_TISSUE = 0.0096
@@ -67,9 +74,8 @@ MU_MARROW = 0.0110
 MU_LUNG_RANGE = (0.0025, 0.0030)
 MU_BONE_RANGE = (0.0130, 0.0170)
 
-#: Lesion draws: diameter (mm) and SUV log-uniform in these ranges; organs and their weights.
+#: Lesion draws: diameter (mm) log-uniform in this range (SUV from the tracer); organs and their weights.
 LESION_DIAMETER_MM = (5.0, 30.0)
-LESION_SUV = (3.0, 20.0)
 LESION_ORGANS: dict[str, float] = {"liver": 0.3, "lungs": 0.25, "bone_marrow": 0.2, "muscle": 0.15, "spleen": 0.1}
 
 #: Length of the model from mid-thigh to the vertex before height scaling, and air above the head (mm).
@@ -129,6 +135,7 @@ class Phantom:
         voxel_size: edge length of a voxel in mm.
         affine: 4x4 voxel-index -> RAS+ mm.
         seed: the seed the phantom was drawn from.
+        tracer: name of the tracer preset of ``activity``.
     """
 
     activity: np.ndarray
@@ -140,6 +147,7 @@ class Phantom:
     voxel_size: float
     affine: np.ndarray
     seed: int
+    tracer: str = "fdg"
 
 
 class _Grid(NamedTuple):
@@ -218,11 +226,13 @@ def make_phantom(
     voxel_size: float = 1.65,
     axial_extent_mm: float | None = None,
     matrix_size: int | None = None,
+    tracer: str | TracerPreset = "fdg",
 ) -> Phantom:
-    """Draw a whole-body FDG phantom.
+    """Draw a whole-body phantom.
 
     Args:
-        seed: seeds the numpy Generator; equal seeds give identical phantoms.
+        seed: seeds the numpy Generators; equal seeds give identical phantoms, and
+            the same anatomy and lesions whatever the tracer.
         voxel_size: isotropic voxel edge in mm.
         axial_extent_mm: length of the slab along ``Z``; ``None`` keeps the whole
             head-to-thigh body (about 100-110 cm). A shorter slab is centred on
@@ -230,13 +240,16 @@ def make_phantom(
         matrix_size: in-plane size ``X = Y`` in voxels; ``None`` fits the body
             plus a 25 mm margin into the field-of-view disk inscribed in the
             slice, with a field of view of at least 50 cm (arms are up, out of the field).
+        tracer: a name in :data:`~guided_diffusion.pet.sim.tracers.TRACERS` or a preset;
+            it sets the uptake (SUV) of every tissue and of the lesions.
 
     Returns:
         A :class:`Phantom`; arrays are ``(X, Y, Z)`` with the head at high ``Z``.
 
     Raises:
-        UserError: non-positive sizes, or a ``matrix_size`` too small for the body.
+        UserError: non-positive sizes, a ``matrix_size`` too small for the body, or an unknown tracer.
     """
+    preset = get_tracer(tracer)
     if not voxel_size > 0:
         raise UserError(f"voxel size must be positive, got {voxel_size} mm")
     if axial_extent_mm is not None and not axial_extent_mm > 0:
@@ -247,15 +260,28 @@ def make_phantom(
     grid = _make_grid(body, organs["liver"][0][0][2], voxel_size, axial_extent_mm, matrix_size)
 
     labels = _paint_labels(grid, body, organs)
-    suv = {name: _draw(rng, SUV_RANGES[name]) for name in SUV_RANGES}
+    fdg = get_tracer("fdg")
+    main_suv = {name: _draw(rng, fdg.suv_ranges[name]) for name in _MAIN_STREAM_ORGANS}
     mu_by_label = _draw_mu(rng)
-    lookup_suv = np.array([suv.get(LABEL_NAMES[v], 0.0) for v in sorted(LABEL_NAMES)], np.float32)
     lookup_mu = np.array([mu_by_label[LABEL_NAMES[v]] for v in sorted(LABEL_NAMES)], np.float32)
 
     texture = 1 + rng.uniform(0.03, 0.06) * _smooth_field(rng, labels.shape, voxel_size, corr_mm=12.0)
-    activity = lookup_suv[labels] * texture
     mu = lookup_mu[labels]
-    lesion_mask, lesions = _add_lesions(rng, grid, labels, activity, mu, texture)
+    lesion_mask, lesions = _add_lesions(rng, grid, labels, mu, fdg.lesion_suv)
+    # The main stream ends here; small structures go where no lesion is.
+    _paint_small_organs(labels, grid, _draw_small_organs(_stream(seed, _SMALL_ORGAN_STREAM), body), lesion_mask)
+
+    uptake_rng = _stream(seed, _UPTAKE_STREAM)
+    suv = {}
+    for value in sorted(LABEL_NAMES)[1:]:
+        name = LABEL_NAMES[value]
+        keep = preset.name == "fdg" and name in main_suv
+        suv[name] = main_suv[name] if keep else _draw(uptake_rng, preset.suv_ranges[name])
+    if preset.name != "fdg":
+        lesions = [lesion._replace(suv=_draw(uptake_rng, preset.lesion_suv)) for lesion in lesions]
+    lookup_suv = np.array([suv.get(LABEL_NAMES[v], 0.0) for v in sorted(LABEL_NAMES)], np.float32)
+    lookup_lesion = np.array([0.0, *(lesion.suv for lesion in lesions)], np.float32)
+    activity = np.where(lesion_mask > 0, lookup_lesion[lesion_mask], lookup_suv[labels]) * texture
 
     affine = np.diag([voxel_size, voxel_size, voxel_size, 1.0])
     affine[:3, 3] = grid.x[0], grid.y[0], grid.z[0]
@@ -269,7 +295,13 @@ def make_phantom(
         voxel_size=float(voxel_size),
         affine=affine,
         seed=int(seed),
+        tracer=preset.name,
     )
+
+
+def _stream(seed: int, key: int) -> np.random.Generator:
+    """An independent Generator spawned from ``seed`` (``key`` as ``SeedSequence.spawn`` numbers children)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(key,)))
 
 
 def _draw(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
@@ -423,21 +455,101 @@ def _paint_labels(grid: _Grid, body: _Body, organs: dict[str, list[Ellipsoid]]) 
     return labels
 
 
+def _spine_axis(body: _Body, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vertebral body radius and the ``y`` of its centre (mm) at heights ``z``."""
+    p = _SPINE_PROFILE
+    radius = np.interp(body.depth_of(z), p[:, 0], p[:, 1]) * body.width
+    _, lean_b = body.trunk(z, with_fat=False)
+    return radius, -0.5 * lean_b
+
+
+def _aorta_centre(body: _Body, z: np.ndarray) -> tuple[float, np.ndarray]:
+    """``x`` and ``y`` (mm) of the descending aorta's axis, left-anterior of the spine, at heights ``z``."""
+    radius, centre_y = _spine_axis(body, z)
+    return -22.0 * body.width, centre_y + radius + 16.0
+
+
 def _paint_spine_and_aorta(labels: np.ndarray, grid: _Grid, body: _Body, lean: np.ndarray) -> None:
     d = body.depth_of(grid.z)
     p = _SPINE_PROFILE
     in_spine = (d >= p[0, 0]) & (d <= p[-1, 0])
     # Intervertebral discs are soft tissue; vertebral bodies have a cortical shell around red marrow.
     vertebra = in_spine & (np.mod(d - p[0, 0], _VERTEBRA_PITCH) >= _DISC_MM)
-    radius = np.interp(d, p[:, 0], p[:, 1]) * body.width
-    _, lean_b = body.trunk(grid.z, with_fat=False)
-    centre_y = -0.5 * lean_b
+    radius, centre_y = _spine_axis(body, grid.z)
     _paint(labels, _tube(grid, 0.0, centre_y, radius * vertebra, radius * vertebra), "bone", lean)
     core = np.maximum(radius - 2.5, 0) * vertebra
     _paint(labels, _tube(grid, 0.0, centre_y, core, core), "bone_marrow", lean)
-    # Descending aorta, left-anterior of the spine.
     aorta = ((d >= 420) & (d <= 820)) * 12.0
-    _paint(labels, _tube(grid, -22.0 * body.width, centre_y + radius + 16.0, aorta, aorta), "blood_pool", lean)
+    _paint(labels, _tube(grid, *_aorta_centre(body, grid.z), aorta, aorta), "blood_pool", lean)
+
+
+def _draw_small_organs(rng: np.random.Generator, body: _Body) -> dict[str, list[Ellipsoid]]:
+    """Glands, adrenals and lymph nodes (centre, semi-axes in world mm), jittered per subject.
+
+    Model positions are (x, y, depth below vertex) as in :func:`_draw_organs`; the
+    head and neck keep their size in mm as the head does, the trunk scales with the body.
+    """
+
+    def place(x: float, y: float, depth: float, axes: tuple[float, float, float], trunk: bool) -> Ellipsoid:
+        jitter = rng.normal(0.0, 2.0, size=3)
+        scale = rng.uniform(0.85, 1.15)
+        sx, sy = (body.width, body.depth) if trunk else (1.0, 1.0)
+        centre = (x * sx + jitter[0], y * sy + jitter[1], float(body.z_of(depth)) + jitter[2])
+        return centre, (axes[0] * scale, axes[1] * scale, axes[2] * scale * body.height)
+
+    sides = (1, -1)
+    organs = {
+        # Parotids in front of the ears, submandibular glands under the jaw.
+        "salivary_glands": [place(side * 40, 0, 176, (11, 18, 22), False) for side in sides]
+        + [place(side * 28, 30, 200, (10, 13, 9), False) for side in sides],
+        # Upper outer corner of each orbit.
+        "lacrimal_glands": [place(side * 30, 78, 108, (9, 5, 5), False) for side in sides],
+        # Below the brain, in the sella.
+        "pituitary": [place(0, 12, 163, (6, 5, 4), False)],
+        # Above and medial to the kidneys, the left one higher.
+        "adrenals": [place(side * 38, -60, 672 if side > 0 else 657, (6, 12, 15), True) for side in sides],
+    }
+    nodes = []
+    for _ in range(int(rng.integers(4, 9))):
+        radius = float(rng.uniform(2.5, 5.0))  # 5-10 mm across
+        if rng.random() < 0.5:  # para-aortic: left of the aorta or between it and the vena cava
+            depth = float(rng.uniform(700, 810))
+            z = np.array([body.z_of(depth)])
+            x, y = _aorta_centre(body, z)
+            x = x + float(rng.choice((-18.0, 24.0)))
+            y = float(y[0]) + float(rng.uniform(-8, 8))
+        else:  # along the common and external iliac vessels, towards the groin
+            t, side = float(rng.uniform()), float(rng.choice(sides))
+            depth = 830 + 70 * t
+            x, y = side * (30 + 40 * t) * body.width, (-25 + 25 * t) * body.depth
+        nodes.append(((x, y, float(body.z_of(depth))), (radius, radius, radius)))
+    organs["lymph_nodes"] = nodes
+    return organs
+
+
+def _paint_small_organs(labels: np.ndarray, grid: _Grid, organs: dict[str, list[Ellipsoid]],
+                        lesion_mask: np.ndarray) -> None:
+    """Paint small structures over soft tissue (muscle) outside lesions, in place.
+
+    A structure smaller than a voxel still takes the voxel at its centre, unless
+    that voxel is air, fat, an organ or a lesion (soft tissue, or the bone or
+    brain a coarse voxel at the skull base may hold, are taken), so that each
+    exists at coarse voxel sizes.
+    """
+    muscle = LABELS["muscle"]
+    replaceable = {muscle, LABELS["bone"], LABELS["brain"]}
+    spacing = float(grid.x[1] - grid.x[0])
+    for name, shapes in organs.items():
+        value = LABELS[name]
+        for centre, axes in shapes:
+            region = _ellipsoid(grid, centre, axes)
+            if region is not None:
+                box = labels[region.box]
+                box[region.mask & (box == muscle) & (lesion_mask[region.box] == 0)] = value
+            index = tuple(int(np.floor((c - axis[0]) / spacing + 0.5)) for c, axis in zip(centre, grid))
+            inside = all(0 <= i < len(axis) for i, axis in zip(index, grid))
+            if inside and labels[index] in replaceable and lesion_mask[index] == 0:
+                labels[index] = value
 
 
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, int, int], voxel_size: float, corr_mm: float) -> np.ndarray:
@@ -467,11 +579,13 @@ def _add_lesions(
     rng: np.random.Generator,
     grid: _Grid,
     labels: np.ndarray,
-    activity: np.ndarray,
     mu: np.ndarray,
-    texture: np.ndarray,
+    suv_range: tuple[float, float],
 ) -> tuple[np.ndarray, list[Lesion]]:
-    """Paint spherical lesions into ``activity`` and ``mu`` in place; return their mask and list."""
+    """Draw spherical lesions, paint them into ``mu`` in place; return their mask and list.
+
+    A later lesion covers an earlier one where they overlap.
+    """
     lesion_mask = np.zeros(labels.shape, np.uint16)
     lesions: list[Lesion] = []
     counts = np.bincount(labels.ravel(), minlength=len(LABEL_NAMES))
@@ -486,7 +600,7 @@ def _add_lesions(
         index = np.unravel_index(candidates[rng.integers(len(candidates))], labels.shape)
         centre = (float(grid.x[index[0]]), float(grid.y[index[1]]), float(grid.z[index[2]]))
         diameter = _draw(rng, LESION_DIAMETER_MM)
-        suv = _draw(rng, LESION_SUV)
+        suv = _draw(rng, suv_range)
         radius = diameter / 2
         region = _ellipsoid(grid, centre, (radius, radius, radius))
         if region is None:
@@ -494,7 +608,6 @@ def _add_lesions(
         # Every lesion holds at least its centre voxel, and none leaves the body.
         region.mask[tuple(int(i) - s.start for i, s in zip(index, region.box))] = True
         mask = region.mask & body[region.box]
-        activity[region.box][mask] = suv * texture[region.box][mask]
         mu[region.box][mask] = np.maximum(mu[region.box][mask], MU_SOFT_TISSUE)
         lesion_mask[region.box][mask] = len(lesions) + 1
         lesions.append(Lesion(centre, tuple(int(i) for i in index), diameter, suv, organ))
