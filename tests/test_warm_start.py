@@ -1,0 +1,50 @@
+"""The warm start chosen from the input's noise: the noise estimate and the step it maps to."""
+
+import numpy as np
+import pytest
+
+from guided_diffusion import gaussian_diffusion as gd
+from guided_diffusion.errors import UserError
+from guided_diffusion.pet.noise_level import estimate_noise_sd
+from guided_diffusion.warm_start import noise_levels, start_timestep_for_noise
+
+ALPHAS_CUMPROD = np.cumprod(1 - gd.get_named_beta_schedule("linear", 1000))
+
+
+def body_with_noise(sd: float, seed: int = 0) -> np.ndarray:
+    """A 32^3 volume: a uniform SUV-2 ball in air, plus white noise of ``sd`` inside it."""
+    grid = np.indices((32, 32, 32)) - 15.5
+    body = (grid**2).sum(axis=0) < 13**2
+    rng = np.random.default_rng(seed)
+    return np.where(body, 2.0 + sd * rng.standard_normal(body.shape), 0.0).astype(np.float32)
+
+
+def test_noise_estimate_scales_with_the_noise_and_ignores_the_edge():
+    clean = estimate_noise_sd(body_with_noise(0.0), 4.0)
+    low, high = estimate_noise_sd(body_with_noise(0.1), 4.0), estimate_noise_sd(body_with_noise(0.2), 4.0)
+    assert clean < 0.01  # the body's edge alone barely registers
+    assert high / low == pytest.approx(2.0, rel=0.05)
+    # White noise minus its 8 mm-smoothed version (2 voxels FWHM) keeps most of its SD.
+    assert 0.08 < low < 0.11
+
+
+def test_noise_estimate_refuses_bad_volumes():
+    with pytest.raises(UserError, match="NaN"):
+        estimate_noise_sd(np.full((8, 8, 8), np.nan, np.float32), 4.0)
+    with pytest.raises(UserError, match=r"\(X, Y, Z\)"):
+        estimate_noise_sd(np.ones((8, 8), np.float32), 4.0)
+    with pytest.raises(UserError, match="empty"):
+        estimate_noise_sd(np.zeros((8, 8, 8), np.float32), 4.0)
+
+
+def test_start_step_is_the_first_whose_noise_level_reaches_the_target():
+    levels = noise_levels(ALPHAS_CUMPROD)
+    assert np.all(np.diff(levels) > 0)
+    assert levels[0] == pytest.approx(np.sqrt(1e-4 / (1 - 1e-4)))  # beta_0 = 1e-4 in the linear schedule
+    step = start_timestep_for_noise(ALPHAS_CUMPROD, 0.02, 8.0)
+    assert levels[step - 1] < 0.16 <= levels[step]
+    assert start_timestep_for_noise(ALPHAS_CUMPROD, 0.04, 8.0) > step  # noisier input, later start
+    assert start_timestep_for_noise(ALPHAS_CUMPROD, 0.0, 8.0) == 1
+    assert start_timestep_for_noise(ALPHAS_CUMPROD, 1e6, 8.0) == 999
+    with pytest.raises(ValueError):
+        start_timestep_for_noise(ALPHAS_CUMPROD, float("nan"), 8.0)
