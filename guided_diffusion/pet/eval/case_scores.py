@@ -144,7 +144,8 @@ def score_result(case: CaseReference, result: np.ndarray) -> tuple[dict, list[di
         row[f"lesion_{name}_abs_error_pct"] = _mean([abs(e) for e in errors])
     row["lesion_cr"] = _mean([r["contrast_recovery"] for r in lesions])
     row["body_mask"] = case.body_rule
-    return row, [{key: r.get(key, math.nan) for key in REGION_COLUMNS} for r in regions]
+    return {key: row[key] for key in METRIC_COLUMNS}, [{key: r.get(key, math.nan) for key in REGION_COLUMNS}
+                                                       for r in regions]
 
 
 def _mean(values: list[float]) -> float:
