@@ -1,15 +1,16 @@
 """Write simulated low-dose / full-dose whole-body PET pairs from random phantoms.
 
-Each subject is a random FDG phantom (``guided_diffusion.pet.sim.phantom``)
-acquired and reconstructed at every dose level
-(``guided_diffusion.pet.sim.simulation``). Files in ``--out_dir``, all in SUV:
+Each subject is a random phantom (``guided_diffusion.pet.sim.phantom``, FDG
+unless ``--tracer`` names another tracer) acquired and reconstructed at every
+dose level (``guided_diffusion.pet.sim.simulation``), with the simulator's own
+settings or those of a ``--scanner`` preset. Files in ``--out_dir``, all in SUV:
 
 - ``subjectNNN_dose<label>.npz`` (npz/both): ``arr_0`` of shape ``(2, X, Y, Z)``
   = (low dose, full dose), float32, and ``affine`` (4x4, RAS+ mm), one per dose < 1;
 - ``subjectNNN_full.nii.gz``, ``subjectNNN_dose<label>.nii.gz`` and ``pairs.csv``
   (``low_dose,full_dose,dose_fraction,subject``, paths relative to the CSV) (nifti/both);
 - ``subjectNNN_truth.nii.gz``, ``_labels.nii.gz``, ``_lesions.nii.gz`` and one
-  ``manifest.json`` (seeds, settings, organ names, lesions, liver CV per dose).
+  ``manifest.json`` (seeds, settings, scanner and tracer, organ names, lesions, liver CV per dose).
 
 Dose labels read ``1-20`` for 1/20. Example (one whole-body subject at 4 mm, all seven
 doses, about 25 s on 2 cores; 1.65 mm voxels take about 10 minutes and 8 GB)::
@@ -24,6 +25,7 @@ import csv
 import io
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import nibabel as nib
@@ -36,6 +38,7 @@ from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser
 from guided_diffusion.pet.sim.doses import dose_label, parse_dose_fractions
 from guided_diffusion.pet.sim.phantom import LABEL_NAMES
+from guided_diffusion.pet.sim.scanners import SCANNERS
 from guided_diffusion.pet.sim.simulation import (
     DEFAULT_FWHM_MM,
     DEFAULT_ITERATIONS,
@@ -45,9 +48,12 @@ from guided_diffusion.pet.sim.simulation import (
     organ_cv,
     simulate_subject,
 )
+from guided_diffusion.pet.sim.tracers import TRACERS
 
 DEFAULT_DOSE_LEVELS = "1,1/2,1/4,1/10,1/20,1/50,1/100"
 FORMATS = ("npz", "nifti", "both")
+#: Voxel size without --scanner (a preset brings its own clinical voxel).
+DEFAULT_VOXEL_SIZE = 4.0
 
 
 def create_argparser() -> argparse.ArgumentParser:
@@ -55,14 +61,29 @@ def create_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--out_dir", required=True, help="output folder (created if missing)")
     parser.add_argument("--num_subjects", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="dataset seed; subject i gets its own seed from (seed, i)")
-    parser.add_argument("--voxel_size", type=float, default=4.0, help="isotropic voxel size in mm (1.65 works, slower)")
+    parser.add_argument("--scanner", choices=list(SCANNERS), default=None,
+                        help="scanner preset; it sets the voxel size, resolution, sensitivity (counts), OSEM and "
+                             "filter that are not given as flags (default: the simulator's own settings): "
+                             + "; ".join(f"{k}: {v.description}" for k, v in SCANNERS.items()))
+    parser.add_argument("--tracer", choices=list(TRACERS), default="fdg",
+                        help="tracer preset: uptake of organs and lesions, counts, positron range: "
+                             + "; ".join(f"{k}: {v.description}" for k, v in TRACERS.items()))
+    parser.add_argument("--voxel_size", type=float, default=None,
+                        help=f"isotropic voxel size in mm (default: the scanner's, {DEFAULT_VOXEL_SIZE:g} without "
+                             "--scanner; 1.65 works, slower)")
     parser.add_argument("--dose_levels", default=DEFAULT_DOSE_LEVELS,
                         help="comma list of dose fractions, as 1/20 or 0.05; the full dose is always simulated")
     parser.add_argument("--counts", type=float, default=None,
-                        help=f"full-dose trues per subject (default: {DEFAULT_TRUES_PER_MM:g} per mm of axial extent)")
-    parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help="OSEM iterations")
-    parser.add_argument("--subsets", type=int, default=DEFAULT_SUBSETS, help="OSEM subsets (interleaved angles)")
-    parser.add_argument("--fwhm_mm", type=float, default=DEFAULT_FWHM_MM, help="Gaussian post-filter FWHM in mm")
+                        help=f"full-dose trues per subject (default: {DEFAULT_TRUES_PER_MM:g} per mm of axial extent "
+                             "times the scanner's sensitivity and the tracer's counts factor)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help=f"OSEM iterations (default: the scanner's, {DEFAULT_ITERATIONS} without --scanner)")
+    parser.add_argument("--subsets", type=int, default=None,
+                        help=f"OSEM subsets, interleaved angles (default: the scanner's, {DEFAULT_SUBSETS} without "
+                             "--scanner)")
+    parser.add_argument("--fwhm_mm", type=float, default=None,
+                        help=f"Gaussian post-filter FWHM in mm (default: the scanner's, {DEFAULT_FWHM_MM:g} without "
+                             "--scanner)")
     parser.add_argument("--axial_extent_mm", type=float, default=None,
                         help="axial length in mm (default: head to thigh); a shorter slab is centred on the liver")
     parser.add_argument("--format", choices=FORMATS, default="npz", help="pair files to write")
@@ -91,13 +112,15 @@ def output_names(index: int, doses: list[float], fmt: str) -> dict[str, str]:
 def check_args(args: argparse.Namespace) -> list[float]:
     if args.num_subjects < 1:
         raise UserError(f"--num_subjects must be >= 1, got {args.num_subjects}")
-    if not args.voxel_size > 0:
+    if args.voxel_size is None and args.scanner is None:
+        args.voxel_size = DEFAULT_VOXEL_SIZE
+    if args.voxel_size is not None and not args.voxel_size > 0:
         raise UserError(f"--voxel_size must be positive, got {args.voxel_size}")
     if args.counts is not None and not args.counts > 0:
         raise UserError(f"--counts must be positive, got {args.counts}")
-    if args.iterations < 1 or args.subsets < 1:
+    if any(n is not None and n < 1 for n in (args.iterations, args.subsets)):
         raise UserError("--iterations and --subsets must be >= 1")
-    if args.fwhm_mm < 0:
+    if args.fwhm_mm is not None and args.fwhm_mm < 0:
         raise UserError(f"--fwhm_mm must be >= 0, got {args.fwhm_mm}")
     if args.axial_extent_mm is not None and not args.axial_extent_mm > 0:
         raise UserError(f"--axial_extent_mm must be positive, got {args.axial_extent_mm}")
@@ -182,6 +205,8 @@ def run(args: argparse.Namespace) -> None:
         "generator": "scripts/make_phantoms.py",
         "arguments": vars(args),
         "dose_levels": doses,
+        "scanner": asdict(SCANNERS[args.scanner]) if args.scanner else None,
+        "tracer": asdict(TRACERS[args.tracer]),
         "label_names": {str(k): v for k, v in LABEL_NAMES.items()},
         "axes": "X, Y, Z with Z axial; RAS+ affine in mm: +X patient right, +Y anterior, +Z head",
         "units": {"volumes": "SUV", "mu": "1/mm"},
@@ -198,6 +223,8 @@ def run(args: argparse.Namespace) -> None:
             subsets=args.subsets,
             fwhm_mm=args.fwhm_mm,
             axial_extent_mm=args.axial_extent_mm,
+            scanner=args.scanner,
+            tracer=args.tracer,
         )
         entry, rows = write_subject(out_dir, index, subject, doses, args.format, args.overwrite)
         manifest["subjects"].append(entry)

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .scanners import ScannerPreset
 from .simulation import simulate_subject
+from .tracers import TracerPreset
 
 #: Voxels kept around the body when cropping in-plane.
 BODY_MARGIN = 4
@@ -41,14 +43,18 @@ def body_box(truth: np.ndarray, margin: int = BODY_MARGIN) -> tuple[slice, slice
             slice(max(int(ys[0]) - margin, 0), int(ys[-1]) + margin + 1))
 
 
-def simulated_case(seed: int, dose: float, voxel_size: float = 4.0, axial_extent_mm: float | None = None,
+def simulated_case(seed: int, dose: float, voxel_size: float | None = 4.0, axial_extent_mm: float | None = None,
+                   scanner: str | ScannerPreset | None = None, tracer: str | TracerPreset = "fdg",
                    **simulation) -> EvaluationCase:
     """Simulate subject ``seed`` at full dose and ``dose``, cropped in-plane to the body.
 
-    Extra keyword arguments go to :func:`~guided_diffusion.pet.sim.simulation.simulate_subject`.
+    ``scanner`` and ``tracer`` name presets (see ``scanners.py`` and ``tracers.py``);
+    ``voxel_size=None`` takes the scanner's. Extra keyword arguments go to
+    :func:`~guided_diffusion.pet.sim.simulation.simulate_subject`.
     """
     subject = simulate_subject(seed, voxel_size=voxel_size, dose_fractions=(1.0, dose),
-                               axial_extent_mm=axial_extent_mm, **simulation)
+                               axial_extent_mm=axial_extent_mm, scanner=scanner, tracer=tracer, **simulation)
+    voxel_size = subject.phantom.voxel_size
     box = body_box(subject.truth)
     affine = subject.phantom.affine.copy()
     affine[:3, 3] += affine[:3, :2] @ np.array([box[0].start, box[1].start], dtype=np.float64)

@@ -74,7 +74,7 @@ SCANNERS: dict[str, ScannerPreset] = {
     # with a 2 mm Gaussian is a common clinical setting.
     "quadra": ScannerPreset(
         name="quadra",
-        description="Siemens Biograph Vision Quadra (LAFOV, 106 cm), the reference; Prenosil et al. 2022",
+        description="Siemens Biograph Vision Quadra, 106 cm LAFOV, the reference (Prenosil et al. 2022)",
         resolution_fwhm_mm=3.5,
         voxel_size_mm=1.65,
         sensitivity=1.0,
@@ -92,7 +92,7 @@ SCANNERS: dict[str, ScannerPreset] = {
     # TOF+PSF OSEM 4 x 5, 4 mm Gaussian.
     "vision600": ScannerPreset(
         name="vision600",
-        description="Siemens Biograph Vision 600 (26 cm); van Sluis et al. 2019",
+        description="Siemens Biograph Vision 600, 26 cm (van Sluis et al. 2019)",
         resolution_fwhm_mm=3.6,
         voxel_size_mm=3.3,
         sensitivity=0.2,
@@ -107,7 +107,7 @@ SCANNERS: dict[str, ScannerPreset] = {
     # TOF OSEM (VPFX) 3 iterations x 16 subsets, 5 mm Gaussian.
     "discovery_mi": ScannerPreset(
         name="discovery_mi",
-        description="GE Discovery MI, 4 rings (20 cm); Hsu et al. 2017",
+        description="GE Discovery MI 4-ring, 20 cm (Hsu et al. 2017)",
         resolution_fwhm_mm=4.3,
         voxel_size_mm=2.73,
         sensitivity=0.17,
@@ -122,7 +122,7 @@ SCANNERS: dict[str, ScannerPreset] = {
     # Clinical (EARL-type protocols): 200 x 200 over 81.5 cm (4.07 mm), TOF OSEM 2 x 21, 5 mm Gaussian.
     "mct": ScannerPreset(
         name="mct",
-        description="Siemens Biograph mCT with TrueV (22 cm); Jakoby et al. 2011",
+        description="Siemens Biograph mCT with TrueV, 22 cm (Jakoby et al. 2011)",
         resolution_fwhm_mm=4.4,
         voxel_size_mm=4.07,
         sensitivity=0.12,

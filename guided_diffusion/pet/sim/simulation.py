@@ -36,12 +36,16 @@ from ...errors import UserError
 from ..filters import fwhm_to_sigma, gaussian_smooth
 from .doses import DEFAULT_DOSE_FRACTIONS
 from .phantom import LABELS, Phantom, make_phantom
-from .projector import ParallelProjector, get_projector
+from .projector import ParallelProjector, default_sampling, get_projector
 from .reconstruction import osem
+from .scanners import ScannerPreset, get_scanner
+from .tracers import TracerPreset, get_tracer
 
 #: Full-dose trues per mm of axial extent: with the defaults below the full-dose liver
 #: CV is about 8% at 4 mm and 1.65 mm voxels (about 2.7e8 trues for a whole body).
 DEFAULT_TRUES_PER_MM = 2.5e5
+#: Settings without a scanner preset (those the demo model was trained on).
+DEFAULT_VOXEL_SIZE_MM = 1.65
 DEFAULT_ITERATIONS = 3
 DEFAULT_SUBSETS = 11
 DEFAULT_FWHM_MM = 5.0
@@ -92,25 +96,65 @@ class SimulatedSubject:
 
 def simulate_subject(
     seed: int,
-    voxel_size: float = 1.65,
+    voxel_size: float | None = None,
     dose_fractions: Sequence[float] = DEFAULT_DOSE_FRACTIONS,
     counts: float | None = None,
-    iterations: int = DEFAULT_ITERATIONS,
-    subsets: int = DEFAULT_SUBSETS,
-    fwhm_mm: float = DEFAULT_FWHM_MM,
+    iterations: int | None = None,
+    subsets: int | None = None,
+    fwhm_mm: float | None = None,
     axial_extent_mm: float | None = None,
-    resolution_fwhm_mm: float = DEFAULT_RESOLUTION_FWHM_MM,
+    resolution_fwhm_mm: float | None = None,
     scatter_fraction: float = DEFAULT_SCATTER_FRACTION,
     randoms_fraction: float = DEFAULT_RANDOMS_FRACTION,
+    scanner: str | ScannerPreset | None = None,
+    tracer: str | TracerPreset = "fdg",
 ) -> SimulatedSubject:
     """Draw a phantom from ``seed`` and simulate and reconstruct it at each dose.
 
-    The phantom comes from ``make_phantom(seed, ...)``; the noise from an
-    independent stream spawned from the same seed, so changing acquisition
-    settings never changes the anatomy. Arguments are those of
-    :func:`make_phantom` and :func:`simulate_doses`.
+    The phantom comes from ``make_phantom(seed, ..., tracer=tracer)``; the noise
+    from an independent stream spawned from the same seed, so changing
+    acquisition settings never changes the anatomy. Arguments are those of
+    :func:`make_phantom` and :func:`simulate_doses`; settings left ``None`` come
+    from the scanner preset, or without one from this module's ``DEFAULT_*``.
+
+    Args:
+        scanner: a name in :data:`~guided_diffusion.pet.sim.scanners.SCANNERS`, a
+            preset, or ``None``. It gives the voxel size, resolution, OSEM
+            iterations and subsets (at most the projector's angles) and
+            post-filter, and scales the default counts by its sensitivity.
+        tracer: a name in :data:`~guided_diffusion.pet.sim.tracers.TRACERS` or a
+            preset. It sets the uptake, scales the default counts by its
+            ``counts_factor`` and adds its positron range in quadrature to the
+            resolution (also to a ``resolution_fwhm_mm`` given here, which is
+            the scanner's, as NEMA measures it with 18F).
+        counts: full-dose trues; ``None`` gives ``DEFAULT_TRUES_PER_MM`` per mm of
+            axial extent times the scanner's sensitivity and the tracer's
+            counts factor. A number given here is used as it is.
+
+    Raises:
+        UserError: an unknown scanner or tracer (naming the choices), or a bad setting.
     """
-    phantom = make_phantom(seed, voxel_size=voxel_size, axial_extent_mm=axial_extent_mm)
+    preset = None if scanner is None else get_scanner(scanner)
+    tracer_preset = get_tracer(tracer)
+    if voxel_size is None:
+        voxel_size = preset.voxel_size_mm if preset else DEFAULT_VOXEL_SIZE_MM
+    if iterations is None:
+        iterations = preset.iterations if preset else DEFAULT_ITERATIONS
+    if fwhm_mm is None:
+        fwhm_mm = preset.fwhm_mm if preset else DEFAULT_FWHM_MM
+    if resolution_fwhm_mm is None:
+        resolution_fwhm_mm = preset.resolution_fwhm_mm if preset else DEFAULT_RESOLUTION_FWHM_MM
+    if resolution_fwhm_mm < 0:
+        raise UserError(f"resolution FWHM must be >= 0 mm, got {resolution_fwhm_mm}")
+
+    phantom = make_phantom(seed, voxel_size=voxel_size, axial_extent_mm=axial_extent_mm, tracer=tracer_preset)
+    nx, ny, nz = phantom.activity.shape
+    if subsets is None:
+        # A coarse grid has fewer projection angles than a clinical protocol has subsets.
+        subsets = min(preset.subsets, default_sampling(nx, ny)[0]) if preset else DEFAULT_SUBSETS
+    if counts is None:
+        sensitivity = preset.sensitivity if preset else 1.0
+        counts = DEFAULT_TRUES_PER_MM * nz * voxel_size * sensitivity * tracer_preset.counts_factor
     noise_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
     reconstructions, parameters = simulate_doses(
         phantom.activity,
@@ -122,12 +166,20 @@ def simulate_subject(
         iterations=iterations,
         subsets=subsets,
         fwhm_mm=fwhm_mm,
-        resolution_fwhm_mm=resolution_fwhm_mm,
+        resolution_fwhm_mm=math.hypot(resolution_fwhm_mm, tracer_preset.positron_range_fwhm_mm),
         scatter_fraction=scatter_fraction,
         randoms_fraction=randoms_fraction,
     )
-    parameters = {"seed": int(seed), "voxel_size_mm": float(voxel_size),
-                  "axial_extent_mm": phantom.activity.shape[2] * voxel_size, **parameters}
+    parameters = {
+        "seed": int(seed),
+        "voxel_size_mm": float(voxel_size),
+        "axial_extent_mm": nz * voxel_size,
+        "scanner": preset.name if preset else None,
+        "tracer": tracer_preset.name,
+        "scanner_resolution_fwhm_mm": float(resolution_fwhm_mm),
+        "positron_range_fwhm_mm": tracer_preset.positron_range_fwhm_mm,
+        **parameters,
+    }
     return SimulatedSubject(phantom, reconstructions, parameters)
 
 

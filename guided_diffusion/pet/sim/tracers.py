@@ -72,7 +72,7 @@ TRACERS: dict[str, TracerPreset] = {
     "fdg": TracerPreset(
         name="fdg",
         isotope="F-18",
-        description="[18F]FDG, glucose metabolism: brain, myocardium, urine; liver above blood pool",
+        description="[18F]FDG (glucose metabolism): brain, myocardium, kidneys and urine high, liver above blood pool",
         suv_ranges={
             "fat": (0.25, 0.4),
             "muscle": (0.7, 1.0),
@@ -104,7 +104,7 @@ TRACERS: dict[str, TracerPreset] = {
     "psma": TracerPreset(
         name="psma",
         isotope="Ga-68",
-        description="[68Ga]Ga-PSMA-11, prostate cancer: kidneys, salivary/lacrimal glands, avid lymph nodes",
+        description="[68Ga]Ga-PSMA-11 (prostate cancer): kidneys, salivary and lacrimal glands, avid lymph nodes",
         suv_ranges={
             "fat": (0.1, 0.3),
             "muscle": (0.4, 0.8),
@@ -137,7 +137,7 @@ TRACERS: dict[str, TracerPreset] = {
     "dotatate": TracerPreset(
         name="dotatate",
         isotope="Ga-68",
-        description="[68Ga]Ga-DOTATATE, neuroendocrine tumours: spleen, kidneys, adrenals, liver, pituitary",
+        description="[68Ga]Ga-DOTATATE (neuroendocrine tumours): spleen, kidneys, adrenals, liver, pituitary",
         suv_ranges={
             "fat": (0.1, 0.3),
             "muscle": (0.4, 0.9),
@@ -169,7 +169,7 @@ TRACERS: dict[str, TracerPreset] = {
     "fapi": TracerPreset(
         name="fapi",
         isotope="Ga-68",
-        description="[68Ga]Ga-FAPI-46, cancer-associated fibroblasts: low background, hot tumours",
+        description="[68Ga]Ga-FAPI-46 (cancer-associated fibroblasts): low background, hot tumours",
         suv_ranges={
             "fat": (0.2, 0.5),
             "muscle": (0.8, 1.5),
