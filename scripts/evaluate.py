@@ -121,8 +121,8 @@ def main() -> None:
     liver = args.liver_label if args.liver_label > 0 else liver_label(names)
     units = unit_options(args)
 
-    rows, regions = [], {}
-    for case_jobs in by_case(jobs).values():
+    scored, regions = {}, {}
+    for case_jobs in by_reference(jobs).values():
         first = case_jobs[0]
         reference = read_volume(first.reference, npz_key=args.npz_key or None, units=units)
         maps = {key: read_map(getattr(first, key), reference, key) for key in MAP_COLUMNS}
@@ -138,12 +138,13 @@ def main() -> None:
                 metrics, regions[job.stem] = score_result(prepared, result.data)
             except ValueError as exc:
                 raise UserError(f"{job.result} against {job.reference}: {exc}") from exc
-            rows.append({"case": job.case, "method": job.method, **job.groups, **metrics,
-                         "regions_csv": f"cases/{job.stem}.csv", "reference": str(job.reference),
-                         "result": str(job.result)})
+            scored[job.stem] = {"case": job.case, "method": job.method, **job.groups, **metrics,
+                                "regions_csv": f"cases/{job.stem}.csv", "reference": str(job.reference),
+                                "result": str(job.result)}
             print(f"{job.case} {job.method}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}, "
                   f"NRMSE {metrics['nrmse']:.4f}", flush=True)
 
+    rows = [scored[job.stem] for job in jobs]  # in the order given
     figures = write_outputs(out_dir, rows, regions, group_keys, figure_metrics, summary_notes(rows, args),
                             args.overwrite)
     print(f"wrote {out_dir}: metrics.csv ({len(rows)} rows), summary.md, {len(regions)} region tables in cases/"
@@ -212,12 +213,6 @@ def cases_from_csv(path: Path) -> tuple[list[Job], list[str]]:
                             f"line {seen[key]}; each (case, method) appears once per group")
         seen[key] = line
         jobs.append(job)
-    for case_jobs in by_case(jobs).values():
-        first = case_jobs[0]
-        for job in case_jobs[1:]:
-            if (job.reference, job.labels, job.lesions) != (first.reference, first.labels, first.lesions):
-                raise UserError(f"{job.source}: case {job.case!r} has another reference, labels or lesions than at "
-                                f"line {first.source.rsplit(' ', 1)[-1]}; a case has one reference and one set of maps")
     return jobs, group_keys
 
 
@@ -241,19 +236,25 @@ def assign_stems(jobs: list[Job], group_keys: list[str]) -> None:
     counts: dict[str, int] = {}
     for job in jobs:
         counts[f"{job.case}__{job.method}"] = counts.get(f"{job.case}__{job.method}", 0) + 1
+    taken: set[str] = set()
     for job in jobs:
         stem = f"{job.case}__{job.method}"
         if counts[stem] > 1:
             stem += "".join(f"__{key}-{re.sub(r'[^A-Za-z0-9._+-]', '_', job.groups[key])}" for key in group_keys)
-        job.stem = stem
+        unique, n = stem, 1
+        while unique.lower() in taken:  # values that differ only in characters replaced above, or in case
+            n += 1
+            unique = f"{stem}__{n}"
+        taken.add(unique.lower())
+        job.stem = unique
 
 
-def by_case(jobs: list[Job]) -> dict[str, list[Job]]:
-    """Jobs by case, cases in order of first appearance (a case's reference is read once)."""
-    cases: dict[str, list[Job]] = {}
+def by_reference(jobs: list[Job]) -> dict[tuple, list[Job]]:
+    """Jobs by (reference, labels, lesions), in order of first appearance: each reference is read once."""
+    groups: dict[tuple, list[Job]] = {}
     for job in jobs:
-        cases.setdefault(job.case, []).append(job)
-    return cases
+        groups.setdefault((job.reference, job.labels, job.lesions), []).append(job)
+    return groups
 
 
 def read_map(path: Path | None, reference: Volume, what: str):
