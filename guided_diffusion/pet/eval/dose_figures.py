@@ -56,6 +56,7 @@ def metric_vs_dose_figure(path: str | os.PathLike, rows: Sequence[Mapping], metr
     else:
         position = {d: float(i) for i, d in enumerate(labels)}
     panels = grouped(rows, panel_keys)
+    colours = {method: f"C{i % 10}" for i, method in enumerate(grouped(rows, ["method"]))}  # one per method everywhere
     fig = Figure(figsize=(4.6 * len(panels), 3.6))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (panel, members) in zip(axes, panels.items()):
@@ -64,7 +65,7 @@ def metric_vs_dose_figure(path: str | os.PathLike, rows: Sequence[Mapping], metr
             points = sorted((position[d[0]], *mean_sd(r.get(metric) for r in rs)[:2]) for d, rs in by_dose.items())
             xs, means, sds = zip(*points)
             ax.errorbar(xs, means, yerr=[0.0 if math.isnan(s) else s for s in sds], marker="o", capsize=3,
-                        label=method[0])
+                        color=colours[method], label=method[0])
         if by_value and all(0 < v <= 1 for v in values):
             ax.set_xscale("log")
         if not by_value:
