@@ -7,5 +7,6 @@ Inputs are (X, Y, Z) volumes in SUV compared with a full-dose reference.
 * ``case_scores``: one result against its prepared reference (the rows of ``scripts/evaluate.py``);
 * ``inputs``: label maps and the same-grid check; ``reports``: CSV tables and the Markdown summary;
 * ``dose_figures``: a metric against dose per method; ``figures``: the demo figure;
-* ``tables``, ``baselines``, ``scoring``: quality tables, the best Gaussian filter, a simulated case's scores.
+* ``tables``, ``baselines``, ``scoring``: quality tables, the best Gaussian filter, a simulated case's scores;
+* ``uncertainty``: whether the ensemble SD predicts the actual error.
 """
