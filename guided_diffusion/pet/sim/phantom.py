@@ -272,12 +272,13 @@ def make_phantom(
     _paint_small_organs(labels, grid, _draw_small_organs(_stream(seed, _SMALL_ORGAN_STREAM), body), lesion_mask)
 
     uptake_rng = _stream(seed, _UPTAKE_STREAM)
+    is_fdg = preset == fdg
     suv = {}
     for value in sorted(LABEL_NAMES)[1:]:
         name = LABEL_NAMES[value]
-        keep = preset.name == "fdg" and name in main_suv
+        keep = is_fdg and name in main_suv
         suv[name] = main_suv[name] if keep else _draw(uptake_rng, preset.suv_ranges[name])
-    if preset.name != "fdg":
+    if not is_fdg:
         lesions = [lesion._replace(suv=_draw(uptake_rng, preset.lesion_suv)) for lesion in lesions]
     lookup_suv = np.array([suv.get(LABEL_NAMES[v], 0.0) for v in sorted(LABEL_NAMES)], np.float32)
     lookup_lesion = np.array([0.0, *(lesion.suv for lesion in lesions)], np.float32)
