@@ -142,7 +142,10 @@ def suggest_flags(state: dict[str, torch.Tensor]) -> str:
     except KeyError:
         return ""
     num_channels = first.shape[0]
-    flags = [f"--num_channels {num_channels}", f"--learn_sigma {out.shape[0] == 2 * (first.shape[1] // 2)}"]
+    if first.shape[1] == 1:  # the low dose alone goes in: the regression baseline
+        flags = [f"--num_channels {num_channels}", "--model_kind regression"]
+    else:
+        flags = [f"--num_channels {num_channels}", f"--learn_sigma {out.shape[0] == 2 * (first.shape[1] // 2)}"]
     flags.append(f"--dims {first.ndim - 2}")
     emb = state.get("input_blocks.1.0.emb_layers.1.weight")
     if emb is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -28,26 +28,37 @@ from .patch_sampling import Job, SamplingOptions, sample_jobs
 from .pet.ensemble import RunningMoments
 from .pet.intensity import model_to_suv, restore_saturated, suv_to_model
 from .pet.patches import PatchBlender, PatchPlan, pad_volume, plan_patches
+from .regression import RegressionProcess
 from .sharding import round_robin
 
 
 @dataclass(frozen=True)
 class PatchingOptions:
     """How volumes are cut: ``patch_axial`` voxels along Z, in-plane as large as the volume
-    up to ``max_patch_inplane``, at least ``overlap`` voxels shared between neighbours,
-    blended with ``blend`` ("linear" or "gaussian")."""
+    up to ``max_patch_inplane``, at least ``overlap`` voxels shared between neighbours
+    (``axial_overlap`` along Z when set), blended with ``blend`` ("linear" or "gaussian").
+
+    A 2D network takes :meth:`slices`: patches one slice deep, no axial overlap.
+    """
 
     patch_axial: int = 96
     max_patch_inplane: int = 320
     overlap: int = 10
     blend: str = "linear"
+    axial_overlap: int | None = None
+
+    def slices(self) -> PatchingOptions:
+        """The same in-plane patching, one axial slice per patch (for a 2D network)."""
+        return replace(self, patch_axial=1, axial_overlap=0)
 
 
 def make_plan(shape: tuple[int, int, int], patching: PatchingOptions, divisor: int) -> PatchPlan:
     """Patch plan for a (X, Y, Z) volume; in-plane sizes are multiples of the network's ``divisor``."""
     cap = max(divisor, patching.max_patch_inplane // divisor * divisor)
     inplane = [min(cap, -(-s // divisor) * divisor) for s in shape[:2]]
-    return plan_patches(shape, (*inplane, patching.patch_axial), patching.overlap, multiple=(divisor, divisor, 1))
+    axial_overlap = patching.overlap if patching.axial_overlap is None else patching.axial_overlap
+    return plan_patches(shape, (*inplane, patching.patch_axial), (patching.overlap, patching.overlap, axial_overlap),
+                        multiple=(divisor, divisor, 1))
 
 
 @dataclass
@@ -90,8 +101,10 @@ class VolumeDenoiser:
 
     Args:
         model: the conditional UNet, on this rank's device, in eval mode.
-        diffusion: the (respaced) diffusion process used for sampling.
-        sampling / patching: see the option classes.
+        diffusion: the (respaced) diffusion process used for sampling, or the regression
+            baseline's process (one forward pass per patch).
+        sampling / patching: see the option classes (a 2D network, ``model.dims == 2``, takes
+            ``patching.slices()``).
         suv_max: the intensity mapping's clip value (as in training).
         keep_saturated: voxels whose input exceeds ``suv_max`` keep the input value.
         on_step: called with the number of patch-steps done, for progress bars.
@@ -100,7 +113,7 @@ class VolumeDenoiser:
     def __init__(
         self,
         model: torch.nn.Module,
-        diffusion: GaussianDiffusion,
+        diffusion: GaussianDiffusion | RegressionProcess,
         sampling: SamplingOptions,
         patching: PatchingOptions,
         suv_max: float,
@@ -110,7 +123,8 @@ class VolumeDenoiser:
         self.model = model
         self.diffusion = diffusion
         self.sampling = sampling
-        self.patching = patching
+        # A 2D network denoises slice by slice.
+        self.patching = patching.slices() if getattr(model, "dims", 3) == 2 else patching
         self.suv_max = suv_max
         self.keep_saturated = keep_saturated
         self.on_step = on_step or (lambda n: None)

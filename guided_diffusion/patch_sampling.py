@@ -8,6 +8,11 @@ volume diffused with that field), so overlapping patches agree where they
 overlap. Any per-step noise (ancestral sampling, DDIM with eta > 0) comes
 from a generator of the job itself. A job's result therefore does not depend
 on which process samples it, nor on what else is in its batch.
+
+The regression baseline (:class:`~guided_diffusion.regression.RegressionProcess`)
+takes the same path with one forward pass per batch and no noise. A 2D network
+(``model.dims == 2``) takes patches one axial slice deep, (X, Y, 1), as
+(1, X, Y) images: every slice is denoised on its own.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch
 
 from .gaussian_diffusion import GaussianDiffusion
 from .pet.patches import PatchPlan
+from .regression import RegressionProcess
 from .sharding import batches
 
 #: One (ensemble member, box index) pair.
@@ -73,19 +79,26 @@ def noise_field(padded_shape: tuple[int, int, int], seed: int, name: str, member
     return torch.randn(padded_shape, generator=generator)
 
 
-def to_network(box_array: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(X, Y, Z) -> (1, Z, X, Y), the network's layout."""
-    return torch.as_tensor(box_array).permute(2, 0, 1).unsqueeze(0)
+def to_network(box_array: np.ndarray | torch.Tensor, dims: int = 3) -> torch.Tensor:
+    """(X, Y, Z) -> (1, Z, X, Y), the network's layout; for a 2D network (X, Y, 1) -> (1, X, Y)."""
+    patch = torch.as_tensor(box_array).permute(2, 0, 1).unsqueeze(0)
+    if dims == 2:
+        if patch.shape[1] != 1:
+            raise ValueError(f"a 2D network takes patches one slice deep, got {tuple(box_array.shape)}")
+        return patch[:, 0]
+    return patch
 
 
 def from_network(patch: torch.Tensor) -> np.ndarray:
-    """(1, Z, X, Y) -> (X, Y, Z) float32 numpy."""
+    """(1, Z, X, Y) -> (X, Y, Z) float32 numpy; (1, X, Y) (a 2D network's) -> (X, Y, 1)."""
+    if patch.dim() == 3:
+        patch = patch.unsqueeze(1)
     return patch[0].permute(1, 2, 0).float().cpu().numpy()
 
 
 def sample_jobs(
     model: torch.nn.Module,
-    diffusion: GaussianDiffusion,
+    diffusion: GaussianDiffusion | RegressionProcess,
     options: SamplingOptions,
     plan: PatchPlan,
     cond: np.ndarray,
@@ -96,8 +109,10 @@ def sample_jobs(
     """Sample ``jobs`` of one volume in batches of ``options.batch_size``.
 
     Args:
-        model: the conditional UNet; its parameters' device runs the batches.
-        diffusion: the (respaced, possibly warm-start-truncated) process.
+        model: the conditional UNet; its parameters' device runs the batches, its
+            ``dims`` (3 if absent) says whether it takes volumes or slices.
+        diffusion: the (respaced, possibly warm-start-truncated) process, or the
+            regression baseline's (one forward pass, no noise).
         plan: the volume's patch plan; ``cond`` is the low-dose volume in model
             units, padded to ``plan.padded_shape`` (X, Y, Z).
         name: the volume's name, part of every seed.
@@ -108,17 +123,20 @@ def sample_jobs(
     Returns:
         One (X, Y, Z) float32 patch of ``plan.patch_size`` per job, in model units, in job order.
     """
+    if isinstance(diffusion, RegressionProcess):
+        return _predict_jobs(model, diffusion, options, plan, cond, jobs, on_step)
     device = next(model.parameters()).device
+    dims = getattr(model, "dims", 3)
     boxes = plan.boxes
-    field_member, field = -1, None
     patches = []
+    field_member, field = -1, None
     for batch in batches(list(jobs), options.batch_size):
         conds, noises, generators = [], [], []
         for member, box in batch:
             if member != field_member:
                 field_member, field = member, noise_field(plan.padded_shape, options.seed, name, member)
-            conds.append(to_network(cond[boxes[box]]))
-            noises.append(to_network(field[boxes[box]]))
+            conds.append(to_network(cond[boxes[box]], dims))
+            noises.append(to_network(field[boxes[box]], dims))
             generator = torch.Generator(device)
             generator.manual_seed(mix_seed(options.seed, name_key(name), member, box, 1))
             generators.append(generator)
@@ -131,9 +149,25 @@ def sample_jobs(
     return patches
 
 
+def _predict_jobs(model: torch.nn.Module, process: RegressionProcess, options: SamplingOptions, plan: PatchPlan,
+                  cond: np.ndarray, jobs: Sequence[Job], on_step: Callable[[int], None]) -> list[np.ndarray]:
+    """The regression baseline's :func:`sample_jobs`: one forward pass per batch, no noise."""
+    device = next(model.parameters()).device
+    dims = getattr(model, "dims", 3)
+    boxes = plan.boxes
+    patches = []
+    for batch in batches(list(jobs), options.batch_size):
+        low = torch.stack([to_network(cond[boxes[box]], dims) for _, box in batch]).to(device)
+        with torch.inference_mode():
+            estimates = process.predict(model, low, clip=options.clip_denoised)
+        on_step(len(low))
+        patches += [from_network(estimate) for estimate in estimates]
+    return patches
+
+
 def _reverse_process(model, diffusion, options: SamplingOptions, low: torch.Tensor, noise: torch.Tensor,
                      generators: list[torch.Generator], on_step: Callable[[int], None]) -> torch.Tensor:
-    """Run the reverse process for a batch (N, 1, Z, X, Y) from ``noise``; returns the samples."""
+    """Run the reverse process for a batch (N, 1, Z, X, Y) or (N, 1, X, Y) from ``noise``; returns the samples."""
     kwargs = {"noise": noise, "clip_denoised": options.clip_denoised, "model_kwargs": {"low_res": low},
               "device": noise.device, "generator": generators}
     if options.sampler == "ddim":

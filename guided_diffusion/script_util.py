@@ -12,12 +12,13 @@ from __future__ import annotations
 from . import gaussian_diffusion as gd
 from .errors import UserError
 from .flags import add_dict_to_argparser, args_to_dict, load_config, parse_args_with_config, str2bool
+from .regression import REGRESSION_LOSSES, RegressionProcess
 from .respace import SpacedDiffusion, space_timesteps
-from .unet import SuperResModel
+from .unet import SuperResModel, UNetModel
 
 __all__ = [
-    "CHANNEL_MULT_BY_SIZE", "add_dict_to_argparser", "args_to_dict", "create_gaussian_diffusion",
-    "diffusion_defaults", "diffusion_from_flags", "load_config", "parse_args_with_config",
+    "CHANNEL_MULT_BY_SIZE", "MODEL_KINDS", "add_dict_to_argparser", "args_to_dict", "check_model_kind",
+    "create_gaussian_diffusion", "diffusion_defaults", "diffusion_from_flags", "load_config", "parse_args_with_config",
     "parse_attention_resolutions", "parse_channel_mult", "sr_create_model", "sr_create_model_and_diffusion",
     "sr_model_and_diffusion_defaults", "str2bool",
 ]
@@ -30,6 +31,10 @@ CHANNEL_MULT_BY_SIZE = {
     96: (1, 1, 2, 3, 4),
     64: (1, 2, 3, 4),
 }
+
+#: What the network is trained to do: "diffusion" (the paper's conditional DDPM) or "regression"
+#: (the same UNet mapping the low dose to the full dose in one pass, a baseline).
+MODEL_KINDS = ("diffusion", "regression")
 
 
 def diffusion_defaults() -> dict:
@@ -47,7 +52,8 @@ def diffusion_defaults() -> dict:
 
 
 def sr_model_and_diffusion_defaults() -> dict:
-    """Defaults of every model and diffusion flag of the paper's scripts (plus ``channel_mult``, ``dims``)."""
+    """Defaults of every model and diffusion flag of the paper's scripts (plus ``channel_mult``, ``dims``,
+    ``model_kind`` and ``regression_loss``)."""
     return dict(
         large_size=256,
         small_size=64,
@@ -65,6 +71,8 @@ def sr_model_and_diffusion_defaults() -> dict:
         use_scale_shift_norm=True,
         resblock_updown=False,
         use_fp16=False,
+        model_kind="diffusion",
+        regression_loss="l1",
         **diffusion_defaults(),
     )
 
@@ -122,19 +130,28 @@ def sr_create_model_and_diffusion(
     channel_mult: str = "",
     dims: int = 3,
     start_timestep: int = 0,
-) -> tuple[SuperResModel, SpacedDiffusion]:
+    model_kind: str = "diffusion",
+    regression_loss: str = "l1",
+) -> tuple[UNetModel, SpacedDiffusion | RegressionProcess]:
     """Build the conditional UNet and its diffusion process from the paper's flags.
 
     ``start_timestep`` is a sampling option (see :func:`create_gaussian_diffusion`).
+    With ``model_kind="regression"`` the network is the same UNet with one input
+    channel (the low dose) and one output channel (``learn_sigma`` does not apply),
+    and the process a :class:`~guided_diffusion.regression.RegressionProcess`
+    (``regression_loss`` "l1" or "l2"; the diffusion flags are not used).
     """
     del small_size  # the conditioning volume has the same size as the output in denoising
+    check_model_kind(model_kind, regression_loss)
     model = sr_create_model(
         large_size, num_channels, num_res_blocks, learn_sigma=learn_sigma, class_cond=class_cond,
         use_checkpoint=use_checkpoint, attention_resolutions=attention_resolutions, num_heads=num_heads,
         num_head_channels=num_head_channels, num_heads_upsample=num_heads_upsample,
         use_scale_shift_norm=use_scale_shift_norm, dropout=dropout, resblock_updown=resblock_updown,
-        use_fp16=use_fp16, channel_mult=channel_mult, dims=dims,
+        use_fp16=use_fp16, channel_mult=channel_mult, dims=dims, model_kind=model_kind,
     )
+    if model_kind == "regression":
+        return model, RegressionProcess(regression_loss)
     diffusion = create_gaussian_diffusion(
         steps=diffusion_steps, learn_sigma=learn_sigma, noise_schedule=noise_schedule, use_kl=use_kl,
         predict_xstart=predict_xstart, rescale_timesteps=rescale_timesteps,
@@ -162,14 +179,19 @@ def sr_create_model(
     use_fp16: bool,
     channel_mult: str = "",
     dims: int = 3,
-) -> SuperResModel:
-    """The conditional UNet alone (one image channel, plus the conditioning channel)."""
+    model_kind: str = "diffusion",
+) -> UNetModel:
+    """The network alone: for diffusion the conditional UNet (one image channel, plus the conditioning
+    channel; ``model(x_t, t, low_res=low)``), for regression the same UNet with the low dose as its one
+    input channel and one output channel (``model(low, t)``)."""
     if dims not in (2, 3):
         raise UserError(f"--dims must be 2 or 3, got {dims}")
-    return SuperResModel(
+    check_model_kind(model_kind)
+    regression = model_kind == "regression"
+    return (UNetModel if regression else SuperResModel)(
         in_channels=1,
         model_channels=num_channels,
-        out_channels=2 if learn_sigma else 1,
+        out_channels=2 if learn_sigma and not regression else 1,
         num_res_blocks=num_res_blocks,
         attention_resolutions=parse_attention_resolutions(attention_resolutions, large_size),
         dropout=dropout,
@@ -184,6 +206,14 @@ def sr_create_model(
         use_scale_shift_norm=use_scale_shift_norm,
         resblock_updown=resblock_updown,
     )
+
+
+def check_model_kind(model_kind: str, regression_loss: str = "l1") -> None:
+    """UserError naming --model_kind / --regression_loss unless they are known values."""
+    if model_kind not in MODEL_KINDS:
+        raise UserError(f"--model_kind must be one of {', '.join(MODEL_KINDS)}, got {model_kind!r}")
+    if regression_loss not in REGRESSION_LOSSES:
+        raise UserError(f"--regression_loss must be one of {', '.join(REGRESSION_LOSSES)}, got {regression_loss!r}")
 
 
 def diffusion_from_flags(flags: dict, **overrides) -> SpacedDiffusion:

@@ -37,6 +37,7 @@ from .checkpoint import CHECKPOINT_FORMAT, load_model_weights, read_checkpoint
 from .ema import EMA, parse_ema_rates
 from .errors import UserError
 from .gaussian_diffusion import GaussianDiffusion
+from .regression import RegressionProcess
 from .resample import LossAwareSampler, ScheduleSampler, create_named_schedule_sampler
 from .train_log import ProgressLog
 from .train_state import latest_checkpoint, prune_checkpoints, remove_stale_temporaries, write_checkpoint
@@ -44,8 +45,8 @@ from .train_state import latest_checkpoint, prune_checkpoints, remove_stale_temp
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Separate the loop's random streams from each other and from the data stream.
 TIMESTEP_STREAM, NOISE_STREAM, TORCH_STREAM = 0x7157, 0x4015E, 0x70C4
-# Differences in these flags do not change the network's weights, so a run may resume with other values.
-RESUMABLE_FLAG_CHANGES = ("use_fp16", "timestep_respacing")
+# Differences in these flags do not change the network's layout, so a run may resume with other values.
+RESUMABLE_FLAG_CHANGES = ("use_fp16", "timestep_respacing", "regression_loss")
 
 
 @dataclass
@@ -130,10 +131,13 @@ class TrainLoop:
     """Train ``model`` on batches from ``data`` until the stop step, then return.
 
     Args:
-        model: the conditional UNet, called as ``model(x_t, t, low_res=low)``.
-        diffusion: the training process (``training_losses``).
+        model: the conditional UNet, called as ``model(x_t, t, low_res=low)`` (or, for the
+            regression baseline, the UNet called as ``model(low, t)``).
+        diffusion: the training process (``training_losses``): a diffusion process or a
+            :class:`~guided_diffusion.regression.RegressionProcess`.
         data: ``data(start_batch)`` -> iterable of (full, low) batches, each (B, 1, Z, X, Y)
-            in the model range, starting at this rank's batch ``start_batch``.
+            (3D network) or (B, 1, X, Y) (2D network, axial slices) in the model range,
+            starting at this rank's batch ``start_batch``.
         options: training flags.
         flags: every model and diffusion flag, stored in checkpoints.
         evaluator: validation run every ``options.val_interval`` steps with the first EMA weights.
@@ -143,7 +147,7 @@ class TrainLoop:
     """
 
     def __init__(
-        self, *, model: torch.nn.Module, diffusion: GaussianDiffusion,
+        self, *, model: torch.nn.Module, diffusion: GaussianDiffusion | RegressionProcess,
         data: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]],
         options: TrainOptions, flags: dict, evaluator: Evaluator | None = None,
     ):
@@ -312,7 +316,7 @@ class TrainLoop:
             return self.ddp_model(x_t, t, **kwargs).float()
 
     def run_step(self, full: torch.Tensor, low: torch.Tensor) -> None:
-        """One optimiser step on a batch (B, 1, Z, X, Y), in microbatches if asked."""
+        """One optimiser step on a batch (B, 1, Z, X, Y) or (B, 1, X, Y), in microbatches if asked."""
         batch = full.shape[0]
         size = self.options.microbatch if self.options.microbatch > 0 else batch
         # Drawn for the whole batch, so --microbatch changes memory use, not the run.

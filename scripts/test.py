@@ -9,6 +9,12 @@ samples its share of the patches; rank 0 stitches, brings the result back to
 the input's exact grid and writes ``<name>_denoised`` (same format, shape and
 affine as the input; and/or a DICOM series), ``<name>_denoised_std`` when
 --num_ensemble > 1, and a JSON sidecar.
+
+Baselines take the same path (README.md, "Baselines"): a regression checkpoint
+(``--model_kind regression``, read from the checkpoint) is one forward pass per
+patch; a 2D network (``--dims 2``) denoises slice by slice; ``--model_path
+gaussian.json`` (from scripts/fit_gaussian.py) or ``--gaussian_fwhm_mm F`` filters
+each volume on the model grid with no network.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import platform
 import sys
 import time
@@ -23,26 +30,34 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from guided_diffusion import dist_util, storage
 from guided_diffusion.atomic import atomic_write_text
 from guided_diffusion.checkpoint import load_model_weights, stored_flags
-from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser, job_offsets
+from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser, VolumeResult, job_offsets
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, args_to_dict, parse_args_with_config
 from guided_diffusion.inference import PRECISIONS, InferenceNetwork, default_precision
 from guided_diffusion.patch_sampling import SAMPLERS, SamplingOptions
+from guided_diffusion.pet.filters import gaussian_smooth
 from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX
 from guided_diffusion.pet.io import UnitOptions, Volume, list_volumes, read_volume
 from guided_diffusion.pet.io.grid import GridMapping, plan_grid
-from guided_diffusion.script_util import sr_create_model_and_diffusion, sr_model_and_diffusion_defaults
+from guided_diffusion.pet.training.gaussian_fit import GAUSSIAN_KIND, is_fit_file, read_fit
+from guided_diffusion.script_util import (
+    check_model_kind,
+    sr_create_model_and_diffusion,
+    sr_model_and_diffusion_defaults,
+)
 from guided_diffusion.volume_files import (
     INPUT_FLAGS,
     OUTPUT_FLAGS,
     check_output_flags,
     check_output_format,
+    given_on_command_line,
     model_voxel_size,
     result_paths,
     unit_options,
@@ -116,6 +131,7 @@ def create_argparser() -> argparse.ArgumentParser:
         "max_patch_inplane": 320,
         "patch_overlap": 10,
         "blend": "linear",
+        "gaussian_fwhm_mm": 0.0,
         **INPUT_FLAGS,
         **OUTPUT_FLAGS,
     }
@@ -129,8 +145,11 @@ def check_flags(args: argparse.Namespace) -> None:
     """Refuse flag values that cannot work, naming the flag."""
     if not args.base_samples:
         raise UserError("--base_samples is required (a file, a directory or a glob)")
-    if not args.model_path:
-        raise UserError("--model_path is required (a state_dict or a training checkpoint)")
+    if not (math.isfinite(args.gaussian_fwhm_mm) and args.gaussian_fwhm_mm >= 0):
+        raise UserError(f"--gaussian_fwhm_mm must be a FWHM in mm (> 0; 0: off), got {args.gaussian_fwhm_mm}")
+    if not args.model_path and not args.gaussian_fwhm_mm:
+        raise UserError("--model_path is required (a state_dict, a training checkpoint or a Gaussian fit .json; "
+                        "or give --gaussian_fwhm_mm)")
     for flag in ("batch_size", "num_ensemble", "patch_axial", "max_patch_inplane"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
@@ -142,6 +161,43 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
     check_output_flags(args)
     unit_options(args)
+
+
+#: Flags a network's training checkpoint records that say what the network is; the command line beats them.
+KIND_FLAGS = ("model_kind", "dims")
+
+
+def read_model_record(model_path: str) -> dict | None:
+    """The flags the --model_path file records: a Gaussian fit's, a training checkpoint's, or None."""
+    if not model_path:
+        return None
+    return read_fit(model_path) if is_fit_file(model_path) else stored_flags(model_path)
+
+
+def choose_model_kind(args: argparse.Namespace, argv: Sequence[str], stored: dict | None) -> str:
+    """What denoises: "gaussian", "regression" or "diffusion"; sets ``args`` to match.
+
+    The Gaussian filter when --gaussian_fwhm_mm is given (it beats a fit file's
+    FWHM) or --model_path is a fit file. For a network, --model_kind and --dims
+    come from the command line, then from the checkpoint's training flags, then
+    from the preset or default. A deterministic model refuses --num_ensemble > 1.
+    """
+    stored = stored or {}
+    if args.gaussian_fwhm_mm or stored.get("model_kind") == GAUSSIAN_KIND:
+        if args.model_path and not is_fit_file(args.model_path):
+            raise UserError(f"--gaussian_fwhm_mm {args.gaussian_fwhm_mm:g} and the network --model_path "
+                            f"{args.model_path}: give one")
+        args.gaussian_fwhm_mm = args.gaussian_fwhm_mm or stored["gaussian_fwhm_mm"]
+        args.model_kind = GAUSSIAN_KIND
+    else:
+        for flag in KIND_FLAGS:
+            if not given_on_command_line(flag, argv) and stored.get(flag) is not None:
+                setattr(args, flag, stored[flag])
+        check_model_kind(args.model_kind)
+    if args.model_kind != "diffusion" and args.num_ensemble > 1:
+        raise UserError(f"--num_ensemble {args.num_ensemble}: a {args.model_kind} model is deterministic, so every "
+                        "member would be the same; use --num_ensemble 1")
+    return args.model_kind
 
 
 def choose_sampler(args: argparse.Namespace) -> str:
@@ -200,6 +256,14 @@ def survey_inputs(args: argparse.Namespace, voxel_mm: float) -> list[tuple[str, 
     return survey
 
 
+def gaussian_filter(suv: np.ndarray, fwhm_mm: float, grid: GridMapping) -> VolumeResult:
+    """The Gaussian-filter baseline: the whole (X, Y, Z) SUV volume on the model grid, filtered at once."""
+    started = time.perf_counter()
+    spacing = np.linalg.norm(grid.model_affine[:3, :3], axis=0)
+    return VolumeResult(mean=gaussian_smooth(suv, fwhm_mm, spacing), std=None,
+                        timings={"filter_s": time.perf_counter() - started})
+
+
 def sidecar(args: argparse.Namespace, volume: Volume, outputs: dict, grid: GridMapping, plan, provenance: dict,
             timings: dict) -> dict:
     """The JSON record written beside each result."""
@@ -213,59 +277,82 @@ def sidecar(args: argparse.Namespace, volume: Volume, outputs: dict, grid: GridM
         "model_grid": grid.describe(),
         "flags": vars(args),
         **provenance,
-        "patch_plan": {"shape": plan.shape, "padded_shape": plan.padded_shape, "patch_size": plan.patch_size,
-                       "overlap": plan.overlap, "num_patches": len(plan), "starts": plan.starts, "blend": args.blend},
+        "patch_plan": None if plan is None else {
+            "shape": plan.shape, "padded_shape": plan.padded_shape, "patch_size": plan.patch_size,
+            "overlap": plan.overlap, "num_patches": len(plan), "starts": plan.starts, "blend": args.blend},
         "timings_s": timings,
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
+
+
+def build_denoiser(args: argparse.Namespace, kind: str, sampler: str) -> tuple[VolumeDenoiser, dict, str, list[str]]:
+    """The network's denoiser (every rank), its record for the sidecar, and what the results' description says."""
+    def build():
+        model, process = sr_create_model_and_diffusion(
+            **args_to_dict(args, sr_model_and_diffusion_defaults().keys()), start_timestep=args.start_timestep)
+        load_model_weights(model, args.model_path, weights=args.weights)
+        model = model.to(dist_util.dev()).eval()
+        precision = args.precision or default_precision(args.use_fp16, dist_util.dev())
+        return InferenceNetwork(model, precision, args.channels_last, args.compile), process
+
+    model, process = dist_util.agree(build)
+    sampling = SamplingOptions(sampler=sampler, eta=args.ddim_eta, clip_denoised=args.clip_denoised,
+                               batch_size=args.batch_size, seed=args.seed, num_ensemble=args.num_ensemble,
+                               warm_start=args.start_timestep > 0)
+    patching = PatchingOptions(patch_axial=args.patch_axial, max_patch_inplane=args.max_patch_inplane,
+                               overlap=args.patch_overlap, blend=args.blend)
+    denoiser = VolumeDenoiser(model, process, sampling, patching, args.suv_max, args.keep_saturated)
+    network = {"precision": model.precision, "channels_last": args.channels_last, "compile": args.compile,
+               "dims": model.dims}
+    if kind == "regression":
+        record = {"process": "regression, one forward pass per patch", "batch_size": args.batch_size,
+                  "clip_denoised": args.clip_denoised, **network}
+        return denoiser, record, f"UNet{model.dims}D regression denoised", ["one pass"]
+    record = {**asdict(sampling), "steps": process.num_timesteps, "start_timestep": args.start_timestep, **network}
+    steps = f"{sampler} {process.num_timesteps} steps{f' from t={args.start_timestep}' if args.start_timestep else ''}"
+    return denoiser, record, f"DDPM{model.dims}D denoised", [steps, f"K={args.num_ensemble}"]
 
 
 def main() -> None:
     args = dist_util.agree(lambda: parse_args_with_config(create_argparser()))
     dist_util.agree(lambda: check_flags(args))
     sampler = dist_util.agree(lambda: choose_sampler(args))
-    voxel_mm, voxel_source = dist_util.from_root(
-        lambda: model_voxel_size(args, sys.argv[1:], stored_flags(args.model_path)))
+    argv = sys.argv[1:]
+    stored = dist_util.from_root(lambda: read_model_record(args.model_path))
+    kind = dist_util.agree(lambda: choose_model_kind(args, argv, stored))
+    voxel_mm, voxel_source = dist_util.agree(lambda: model_voxel_size(args, argv, stored))
     survey = dist_util.from_root(lambda: survey_inputs(args, voxel_mm))
 
-    def build():
-        model, diffusion = sr_create_model_and_diffusion(
-            **args_to_dict(args, sr_model_and_diffusion_defaults().keys()), start_timestep=args.start_timestep)
-        load_model_weights(model, args.model_path, weights=args.weights)
-        model = model.to(dist_util.dev()).eval()
-        precision = args.precision or default_precision(args.use_fp16, dist_util.dev())
-        return InferenceNetwork(model, precision, args.channels_last, args.compile), diffusion
-
-    model, diffusion = dist_util.agree(build)
-    model_sha = dist_util.from_root(lambda: sha256(args.model_path))
-
-    sampling = SamplingOptions(sampler=sampler, eta=args.ddim_eta, clip_denoised=args.clip_denoised,
-                               batch_size=args.batch_size, seed=args.seed, num_ensemble=args.num_ensemble,
-                               warm_start=args.start_timestep > 0)
-    patching = PatchingOptions(patch_axial=args.patch_axial, max_patch_inplane=args.max_patch_inplane,
-                               overlap=args.patch_overlap, blend=args.blend)
-    denoiser = VolumeDenoiser(model, diffusion, sampling, patching, args.suv_max, args.keep_saturated)
-    plans = dist_util.agree(lambda: [denoiser.plan(shape) for _, shape in survey])
-    sampler_record = {**asdict(sampling), "steps": diffusion.num_timesteps, "start_timestep": args.start_timestep,
-                      "precision": model.precision, "channels_last": args.channels_last, "compile": args.compile}
-    provenance = {"model_sha256": model_sha, "model_voxel_size_mm": voxel_mm, "model_voxel_size_from": voxel_source,
-                  "seed": args.seed, "num_ranks": dist_util.world_size(), "device": str(dist_util.dev()),
-                  "sampler": sampler_record}
-    description = (f"DDPM3D denoised ({sampler} {diffusion.num_timesteps} steps"
-                   f"{f' from t={args.start_timestep}' if args.start_timestep else ''}, K={args.num_ensemble}, "
-                   f"model {model_sha[:8]})")
+    if kind == GAUSSIAN_KIND:
+        fwhm = f"FWHM {args.gaussian_fwhm_mm:g} mm"
+        denoiser, process_record, what, details = None, {"process": f"Gaussian filter, {fwhm}"}, "Gaussian filtered", [fwhm]
+        plans, offsets, steps = [None] * len(survey), [0] * len(survey), 0
+    else:
+        denoiser, process_record, what, details = build_denoiser(args, kind, sampler)
+        plans = dist_util.agree(lambda: [denoiser.plan(shape) for _, shape in survey])
+        offsets = job_offsets(plans, args.num_ensemble)
+        steps = denoiser.rank_job_count(plans) * denoiser.diffusion.num_timesteps
+    model_sha = dist_util.from_root(lambda: sha256(args.model_path) if args.model_path else None)
+    description = f"{what} ({', '.join(details + ([f'model {model_sha[:8]}'] if model_sha else []))})"
+    provenance = {"model_kind": kind, "model_sha256": model_sha, "model_voxel_size_mm": voxel_mm,
+                  "model_voxel_size_from": voxel_source, "seed": args.seed, "num_ranks": dist_util.world_size(),
+                  "device": str(dist_util.dev()), "sampler": process_record}
 
     is_root = dist_util.rank() == 0
-    bar = tqdm(total=denoiser.rank_job_count(plans) * diffusion.num_timesteps, unit="patch-step", disable=not is_root,
+    bar = tqdm(total=steps, unit="patch-step", disable=not is_root or denoiser is None,
                desc=f"rank 0 of {dist_util.world_size()}")
-    denoiser.on_step = bar.update
+    if denoiser is not None:
+        denoiser.on_step = bar.update
 
     volumes = read_inputs(args)
-    for (name, _), plan, offset in zip(survey, plans, job_offsets(plans, sampling.num_ensemble)):
+    for (name, _), plan, offset in zip(survey, plans, offsets):
         started = time.perf_counter()
         volume = dist_util.agree(lambda: next(volumes))
         grid = plan_grid(volume.shape, volume.affine, voxel_mm)
-        result = denoiser.denoise(grid.to_model(volume.data), volume.name, offset)
+        if denoiser is None:
+            result = gaussian_filter(grid.to_model(volume.data), args.gaussian_fwhm_mm, grid) if is_root else None
+        else:
+            result = denoiser.denoise(grid.to_model(volume.data), volume.name, offset)
         if not is_root:
             continue
         outputs = outputs_for(volume, args)
@@ -278,8 +365,9 @@ def main() -> None:
         record = sidecar(args, volume, outputs, grid, plan, provenance, result.timings)
         atomic_write_text(outputs["sidecar"]["json"], json.dumps(record, indent=2) + "\n", overwrite=args.overwrite)
         written = ", ".join(str(p) for p in outputs["denoised"].values())
-        bar.write(f"{name}: {volume.shape} -> model grid {plan.shape} in {len(plan)} patches x "
-                  f"{sampling.num_ensemble} sample(s), {result.timings['total_s']:.1f} s -> {written}")
+        how = "filtered" if plan is None else f"in {len(plan)} patches x {args.num_ensemble} sample(s)"
+        bar.write(f"{name}: {volume.shape} -> model grid {grid.model_shape} {how}, "
+                  f"{result.timings['total_s']:.1f} s -> {written}")
     bar.close()
 
 

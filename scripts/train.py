@@ -3,6 +3,10 @@
     mpiexec -n N python scripts/train.py --config paper --data_dir data/train \
         --result_folder results/train --batch_size 1 --max_steps 400000
 
+Baselines on the same data, crops and loop (README.md, "Baselines"):
+``--model_kind regression [--regression_loss l1|l2]`` trains the same UNet to map the
+low dose to the full dose in one pass; ``--dims 2`` trains a 2D network on axial slices.
+
 Pairs are found recursively in --data_dir (see README.md, "Data layout") and brought onto
 the model grid: RAS orientation, --model_voxel_size mm voxels (default 0: the voxel size
 the data share), which every checkpoint records. Random crops of --patch_size feed one
@@ -30,6 +34,7 @@ from guided_diffusion.pet.training.crops import (
 from guided_diffusion.pet.training.pairs import data_voxel_size, find_pairs, prepare_pairs, shard
 from guided_diffusion.pet.training.validation import CropEvaluator
 from guided_diffusion.script_util import (
+    check_model_kind,
     diffusion_from_flags,
     sr_create_model_and_diffusion,
     sr_model_and_diffusion_defaults,
@@ -42,7 +47,7 @@ def create_argparser() -> argparse.ArgumentParser:
         "data_dir": "",
         "val_dir": "",
         "data_cache": "",
-        "patch_size": "96,96,96",
+        "patch_size": "96",
         "model_voxel_size": 0.0,
         "flip": False,
         "num_workers": 2,
@@ -62,8 +67,11 @@ def check_flags(args: argparse.Namespace, options: TrainOptions) -> tuple[int, i
     """Refuse flags that cannot work, naming the flag; return the patch size (X, Y, Z)."""
     if not args.data_dir:
         raise UserError("--data_dir is required: the folder holding the training pairs")
-    if args.dims != 3:
-        raise UserError(f"--dims {args.dims}: training takes 3D crops; use --dims 3")
+    if args.dims not in (2, 3):
+        raise UserError(f"--dims {args.dims}: use 3 (volumes) or 2 (axial slices)")
+    check_model_kind(args.model_kind, args.regression_loss)
+    if args.model_kind == "regression" and args.val_start_timestep:
+        raise UserError("--val_start_timestep: a regression model has no diffusion steps; leave it at 0")
     if not args.model_voxel_size >= 0:
         raise UserError(f"--model_voxel_size {args.model_voxel_size}: give the model's voxel size in mm, "
                         "or 0 to take it from the data")
@@ -74,7 +82,7 @@ def check_flags(args: argparse.Namespace, options: TrainOptions) -> tuple[int, i
                         "give one when --result_folder is a URL")
     check_suv_max(args.suv_max)
     options.check()
-    return parse_patch_size(args.patch_size)
+    return parse_patch_size(args.patch_size, args.dims)
 
 
 def main() -> None:
@@ -99,17 +107,18 @@ def main() -> None:
     if args.val_dir:
         val_entries = dist_util.agree(lambda: find_pairs(args.val_dir, "--val_dir"))
         val_pairs = dist_util.agree(lambda: prepare_pairs(val_entries, cache, patch, voxel_size))
-        val_diffusion = dist_util.agree(lambda: diffusion_from_flags(
+        # The regression baseline is scored on its one forward pass, the diffusion model on a short DDIM run.
+        val_process = diffusion if args.model_kind == "regression" else dist_util.agree(lambda: diffusion_from_flags(
             flags, timestep_respacing=args.val_respacing, start_timestep=args.val_start_timestep))
-        evaluator = CropEvaluator(val_pairs, val_diffusion, patch, args.val_crops, dist_util.dev(), args.suv_max,
-                                  warm_start=args.val_start_timestep > 0)
+        evaluator = CropEvaluator(val_pairs, val_process, patch, args.val_crops, dist_util.dev(), args.suv_max,
+                                  warm_start=args.val_start_timestep > 0, dims=args.dims)
 
     def data(start_batch: int) -> torch.utils.data.DataLoader:
-        dataset = PairCropDataset(pairs, patch, args.batch_size, seed=args.seed, rank=rank,
-                                  start_batch=start_batch, flip=args.flip, suv_max=args.suv_max)
+        dataset = PairCropDataset(pairs, patch, args.batch_size, seed=args.seed, rank=rank, start_batch=start_batch,
+                                  flip=args.flip, suv_max=args.suv_max, dims=args.dims)
         return crop_loader(dataset, args.num_workers, pin_memory=dist_util.dev().type == "cuda")
 
-    # The model's grid travels with its weights (read back by scripts/test.py).
+    # The model's grid travels with its weights (read back by scripts/test.py), as do model_kind and dims.
     stored = {**flags, "model_voxel_size": voxel_size}
     TrainLoop(model=model, diffusion=diffusion, data=data, options=options, flags=stored, evaluator=evaluator).run_loop()
 

@@ -2,7 +2,8 @@
 
 Each sample is a crop of ``patch_size`` (X, Y, Z) voxels at the same place in
 both volumes of a pair, mapped with :func:`~guided_diffusion.pet.intensity.suv_to_model`
-and transposed to the network's layout (1, Z, X, Y).
+and transposed to the network's layout (1, Z, X, Y). A 2D network trains on
+axial slices: crops of depth 1 drawn the same way, with Z squeezed, (1, X, Y).
 
 Where crops land: most crops must show body, not air. A crop is accepted when
 at least ``MIN_BODY_FRACTION`` of its full-dose voxels exceed ``BODY_SUV``;
@@ -35,17 +36,33 @@ MAX_TRIES = 16
 DATA_STREAM = 0x5EED_DA7A
 
 
-def parse_patch_size(text: str | int) -> Shape3:
-    """``"96"`` -> (96, 96, 96); ``"96,96,64"`` -> (X, Y, Z) = (96, 96, 64)."""
+def parse_patch_size(text: str | int, dims: int = 3) -> Shape3:
+    """``"96"`` -> (96, 96, 96); ``"96,96,64"`` -> (X, Y, Z) = (96, 96, 64).
+
+    For a 2D network (``dims`` 2) crops are axial slices: ``"96"`` -> (96, 96, 1),
+    and three sizes must end in Z = 1.
+    """
     try:
         sizes = [int(v) for v in str(text).split(",")]
     except ValueError:
         sizes = []
     if len(sizes) == 1:
-        sizes *= 3
+        sizes = [sizes[0], sizes[0], sizes[0] if dims == 3 else 1]
     if len(sizes) != 3 or min(sizes) < 1:
         raise UserError(f"--patch_size {text!r} must be one positive integer or three (X,Y,Z), e.g. 96 or 96,96,64")
+    if dims == 2 and sizes[2] != 1:
+        raise UserError(f"--patch_size {text!r}: with --dims 2 the network trains on axial slices; "
+                        f"give one in-plane size (e.g. {sizes[0]}) or X,Y,1")
     return tuple(sizes)  # type: ignore[return-value]
+
+
+def to_dims(crop: np.ndarray, dims: int) -> np.ndarray:
+    """A crop (1, Z, X, Y) in the layout of a ``dims``-D network: as it is in 3D, (1, X, Y) in 2D (Z = 1)."""
+    if dims == 3:
+        return crop
+    if crop.shape[1] != 1:
+        raise ValueError(f"a 2D network takes crops one slice deep, got {crop.shape}")
+    return crop[:, 0]
 
 
 def check_patch_fits_network(patch_size: Shape3, divisor: int) -> None:
@@ -108,12 +125,12 @@ class PairCropDataset(IterableDataset):
     Loader worker ``w`` of ``W`` produces batches ``start_batch + w``,
     ``start_batch + w + W``, ..., which a ``DataLoader`` (which takes batches from
     its workers in turn) returns in order. Yields (full (1, Z, X, Y), low (1, Z, X, Y))
-    float32 tensors.
+    float32 tensors; for a 2D network (``dims`` 2, ``patch_size`` Z = 1) (1, X, Y).
     """
 
     def __init__(
         self, pairs: Sequence[CachedPair], patch_size: Shape3, batch_size: int, *, seed: int, rank: int,
-        start_batch: int = 0, flip: bool = False, suv_max: float = DEFAULT_SUV_MAX,
+        start_batch: int = 0, flip: bool = False, suv_max: float = DEFAULT_SUV_MAX, dims: int = 3,
     ):
         if not pairs:
             raise ValueError("no pairs to draw crops from")
@@ -123,6 +140,7 @@ class PairCropDataset(IterableDataset):
         self.seed, self.rank = seed, rank
         self.start_batch = start_batch
         self.flip, self.suv_max = flip, suv_max
+        self.dims = dims
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
@@ -140,9 +158,10 @@ class PairCropDataset(IterableDataset):
         rng = sample_rng(self.seed, self.rank, index)
         low, full = arrays[int(rng.integers(len(arrays)))]
         full_crop, low_crop = draw_crop(low, full, self.patch_size, rng, self.flip, self.suv_max)
-        return torch.from_numpy(full_crop), torch.from_numpy(low_crop)
+        return torch.from_numpy(to_dims(full_crop, self.dims)), torch.from_numpy(to_dims(low_crop, self.dims))
 
 
 def crop_loader(dataset: PairCropDataset, num_workers: int, pin_memory: bool = False) -> DataLoader:
-    """Batches (full (B, 1, Z, X, Y), low (B, 1, Z, X, Y)) of ``dataset``, in order, with ``num_workers`` processes."""
+    """Batches (full, low), each (B, 1, Z, X, Y) (or (B, 1, X, Y) in 2D), of ``dataset``, in order, with
+    ``num_workers`` processes."""
     return DataLoader(dataset, batch_size=dataset.batch_size, num_workers=num_workers, pin_memory=pin_memory)
