@@ -6,6 +6,8 @@
 # Every variable below can be set in the environment; arguments after the
 # script name are passed to scripts/test.py last, so they override anything here
 # (e.g. ./test_DDPM_3d_mpi.sh --num_ensemble 8 --timestep_respacing ddim25).
+# A regression or 2D checkpoint of scripts/train.py is recognised from its stored flags; MODEL_PATH may
+# also be a Gaussian fit from scripts/fit_gaussian.py (README.md, "Baselines").
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -3,6 +3,8 @@
 #
 #   NUM_GPUS=4 DATA_DIR=data/train RESULT_FOLDER=results/train ./train_DDPM_3d_mpi.sh
 #   CONFIG=tiny DATA_DIR=data/phantoms ./train_DDPM_3d_mpi.sh --max_steps 200 --patch_size 32,32,16
+#   Baselines (README.md, "Baselines"): add --model_kind regression (the same UNet, low dose -> full dose),
+#   or --dims 2 --patch_size 96 (a 2D DDPM on axial slices).
 #
 # Every variable below can be set in the environment. With CONFIG (a preset in
 # configs/ or a YAML path) the model and diffusion flags come from the preset and
