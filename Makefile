@@ -26,8 +26,10 @@ test-fast: venv
 	$(PY) -m pytest -q -m "not slow and not mpi" tests
 
 # Simulated subject -> denoised volume, uncertainty, figure and metrics in results/demo/.
+# DOSE is one of 1/2, 1/4, 1/10, 1/20, 1/50, 1/100 (make demo DOSE=1/100).
+DOSE ?= 1/20
 demo: venv
-	$(PY) scripts/demo.py --out_dir results/demo
+	$(PY) scripts/demo.py --out_dir results/demo --dose $(DOSE)
 
 # Style, then the layer rule of DESIGN.md (contracts in .importlinter).
 lint: venv

@@ -3,7 +3,8 @@
     python scripts/demo.py            # what `make demo` runs
 
 1. Simulates an unseen whole-body FDG subject (4 mm voxels, a 256 mm slab
-   around the liver): full-dose and 1/20-dose OSEM reconstructions.
+   around the liver): full-dose and low-dose OSEM reconstructions (``--dose``,
+   1/20 by default; any of the six levels 1/2 ... 1/100, e.g. ``make demo DOSE=1/100``).
 2. Denoises the low dose with the committed demo model through the paper's
    launcher, ``test_DDPM_3d_mpi.sh``: 2 MPI ranks on the CPU, 5 ancestral
    (DDPM) steps from a warm start at step 100, bf16, and a 2-sample ensemble
@@ -34,12 +35,14 @@ from guided_diffusion.flags import FlagParser
 from guided_diffusion.pet.eval.figures import demo_figure
 from guided_diffusion.pet.eval.scoring import score_against_full_dose
 from guided_diffusion.pet.sim.cases import EvaluationCase, simulated_case
+from guided_diffusion.pet.sim.doses import DEFAULT_DOSE_FRACTIONS, dose_label, parse_dose_fraction
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_MODEL = REPO / "models" / "demo" / "model_ema.pt"
 #: Seeds 0-999 are reserved for training data; the demo subject is unseen.
 DEMO_SEED = 20261127
-DOSE = 1 / 20
+#: The six reduced dose levels the demo model was trained and evaluated on.
+DEMO_DOSES = tuple(d for d in DEFAULT_DOSE_FRACTIONS if d < 1)
 
 
 def create_argparser() -> argparse.ArgumentParser:
@@ -47,6 +50,7 @@ def create_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--out_dir", default=str(REPO / "results" / "demo"))
     parser.add_argument("--model_path", default=str(DEMO_MODEL))
     parser.add_argument("--seed", type=int, default=DEMO_SEED, help="subject seed (>= 1000: not in the training set)")
+    parser.add_argument("--dose", default="1/20", help="low-dose fraction, one of 1/2, 1/4, 1/10, 1/20, 1/50, 1/100")
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--sampler", default="ddpm", help="ddpm, ddim or dpmpp2m")
     parser.add_argument("--steps", type=int, default=5, help="sampler steps between --start_timestep and 0")
@@ -66,7 +70,7 @@ def save_nifti(path: Path, volume: np.ndarray, affine: np.ndarray) -> None:
 
 def simulate(args: argparse.Namespace, out_dir: Path) -> EvaluationCase:
     """Simulate the demo subject and write low_dose / full_dose NIfTI files."""
-    case = simulated_case(args.seed, DOSE, voxel_size=4.0, axial_extent_mm=args.axial_extent_mm)
+    case = simulated_case(args.seed, args.dose, voxel_size=4.0, axial_extent_mm=args.axial_extent_mm)
     save_nifti(out_dir / "low_dose.nii.gz", case.low, case.affine)
     save_nifti(out_dir / "full_dose.nii.gz", case.full, case.affine)
     return case
@@ -95,12 +99,17 @@ def denoise(args: argparse.Namespace, out_dir: Path) -> None:
 
 def main() -> None:
     args = create_argparser().parse_args()
+    args.dose = parse_dose_fraction(args.dose, "--dose")
+    if not any(abs(args.dose - d) < 1e-9 for d in DEMO_DOSES):
+        raise UserError(f"--dose {dose_label(args.dose).replace('-', '/')}: the demo runs at "
+                        f"{', '.join(dose_label(d).replace('-', '/') for d in DEMO_DOSES)}")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not Path(args.model_path).is_file():
         raise UserError(f"{args.model_path}: demo model not found (see README: 'The demo model')")
     started = time.perf_counter()
-    print(f"simulating subject {args.seed} (1/20 dose, 4 mm voxels) ...", flush=True)
+    label = dose_label(args.dose).replace("-", "/")
+    print(f"simulating subject {args.seed} ({label} dose, 4 mm voxels) ...", flush=True)
     case = simulate(args, out_dir)
     simulated = time.perf_counter()
     print(f"denoising {case.low.shape} with {args.ranks} ranks, {args.sampler} {args.steps} steps ({args.precision}), "
@@ -114,7 +123,7 @@ def main() -> None:
     metrics = {
         "against_full_dose": scores["metrics"], "gaussian_fwhm_mm": scores["gaussian_fwhm_mm"],
         "lesions": scores["lesions"],
-        "subject_seed": args.seed, "dose_fraction": DOSE, "shape": list(case.low.shape),
+        "subject_seed": args.seed, "dose_fraction": args.dose, "shape": list(case.low.shape),
         "voxel_size_mm": list(case.voxel_size), "sampler": args.sampler, "steps": args.steps,
         "precision": args.precision, "start_timestep": args.start_timestep,
         "num_ensemble": args.num_ensemble, "ranks": args.ranks,
@@ -123,7 +132,7 @@ def main() -> None:
                 "gaussian = best FWHM chosen with the full dose (an oracle baseline).",
     }
     demo_figure(out_dir / "demo.png", case.low, denoised, case.full, std, case.voxel_size,
-                titles=("Low dose (1/20)", "Denoised (DDPM)", "Full dose"))
+                titles=(f"Low dose ({label})", "Denoised (DDPM)", "Full dose"))
     metrics["timings_s"]["total"] = time.perf_counter() - started
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     table = metrics["against_full_dose"]
