@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
+#: ``scale`` for the demo model, fitted on validation subjects by benchmarks/warm_start.py
+#: (docs/warm_start_validation.csv): the geometric mean of the ratio at each case's best start.
+DEFAULT_WARM_START_SCALE = 7.0
+
 
 def noise_levels(alphas_cumprod: np.ndarray) -> np.ndarray:
     """``sqrt((1 - alpha_bar_t) / alpha_bar_t)`` per step ``t`` (shape (T,), increasing)."""

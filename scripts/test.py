@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +47,12 @@ from guided_diffusion.pet.filters import gaussian_smooth
 from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX
 from guided_diffusion.pet.io import UnitOptions, Volume, list_volumes, read_volume
 from guided_diffusion.pet.io.grid import GridMapping, plan_grid
+from guided_diffusion.pet.noise_level import estimate_noise_sd
 from guided_diffusion.pet.training.gaussian_fit import GAUSSIAN_KIND, is_fit_file, read_fit
 from guided_diffusion.script_util import (
     check_model_kind,
+    diffusion_defaults,
+    diffusion_from_flags,
     sr_create_model_and_diffusion,
     sr_model_and_diffusion_defaults,
 )
@@ -64,6 +68,10 @@ from guided_diffusion.volume_files import (
     units_written,
     write_result,
 )
+from guided_diffusion.warm_start import DEFAULT_WARM_START_SCALE, start_timestep_for_noise
+
+#: --start_timestep's value for a warm start chosen from each input's measured noise.
+AUTO = "auto"
 
 
 def load_data_for_worker(base_samples: str, num_samples: int, npz_key: str | None, units: UnitOptions | None = None,
@@ -122,7 +130,8 @@ def create_argparser() -> argparse.ArgumentParser:
         "compile": False,
         "use_ddim": True,
         "ddim_eta": 0.0,
-        "start_timestep": 0,
+        "start_timestep": "0",
+        "warm_start_scale": DEFAULT_WARM_START_SCALE,
         "seed": 0,
         "num_ensemble": 1,
         "suv_max": DEFAULT_SUV_MAX,
@@ -161,6 +170,32 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
     check_output_flags(args)
     unit_options(args)
+    args.start_timestep = read_start_timestep(args.start_timestep)
+    if not (math.isfinite(args.warm_start_scale) and args.warm_start_scale > 0):
+        raise UserError(f"--warm_start_scale must be a positive number, got {args.warm_start_scale}")
+
+
+def read_start_timestep(text: str) -> int | str:
+    """--start_timestep as a step (0: from pure noise) or ``"auto"`` (from each input's measured noise)."""
+    if text == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"--start_timestep must be a step (0: from pure noise) or {AUTO!r}, got {text!r}") from None
+
+
+def auto_start_timestep(args: argparse.Namespace, model_suv: np.ndarray, grid: GridMapping,
+                        alphas_cumprod: np.ndarray) -> dict:
+    """The warm start of ``--start_timestep auto`` for one (X, Y, Z) SUV volume on the model grid.
+
+    Returns:
+        ``{"noise_sd_suv", "scale", "start_timestep"}``, the sidecar's record.
+    """
+    spacing = np.linalg.norm(grid.model_affine[:3, :3], axis=0)
+    noise_sd = estimate_noise_sd(model_suv, spacing)
+    start = start_timestep_for_noise(alphas_cumprod, noise_sd / args.suv_max, args.warm_start_scale)
+    return {"noise_sd_suv": noise_sd, "scale": args.warm_start_scale, "start_timestep": start}
 
 
 #: Flags a network's training checkpoint records that say what the network is; the command line beats them.
@@ -285,11 +320,16 @@ def sidecar(args: argparse.Namespace, volume: Volume, outputs: dict, grid: GridM
     }
 
 
+def fixed_start(args: argparse.Namespace) -> int:
+    """The process's start step at build time (with ``auto`` the step is chosen per volume, see main)."""
+    return 0 if args.start_timestep == AUTO else args.start_timestep
+
+
 def build_denoiser(args: argparse.Namespace, kind: str, sampler: str) -> tuple[VolumeDenoiser, dict, str, list[str]]:
     """The network's denoiser (every rank), its record for the sidecar, and what the results' description says."""
     def build():
         model, process = sr_create_model_and_diffusion(
-            **args_to_dict(args, sr_model_and_diffusion_defaults().keys()), start_timestep=args.start_timestep)
+            **args_to_dict(args, sr_model_and_diffusion_defaults().keys()), start_timestep=fixed_start(args))
         load_model_weights(model, args.model_path, weights=args.weights)
         model = model.to(dist_util.dev()).eval()
         precision = args.precision or default_precision(args.use_fp16, dist_util.dev())
@@ -298,7 +338,7 @@ def build_denoiser(args: argparse.Namespace, kind: str, sampler: str) -> tuple[V
     model, process = dist_util.agree(build)
     sampling = SamplingOptions(sampler=sampler, eta=args.ddim_eta, clip_denoised=args.clip_denoised,
                                batch_size=args.batch_size, seed=args.seed, num_ensemble=args.num_ensemble,
-                               warm_start=args.start_timestep > 0)
+                               warm_start=args.start_timestep == AUTO or args.start_timestep > 0)
     patching = PatchingOptions(patch_axial=args.patch_axial, max_patch_inplane=args.max_patch_inplane,
                                overlap=args.patch_overlap, blend=args.blend)
     denoiser = VolumeDenoiser(model, process, sampling, patching, args.suv_max, args.keep_saturated)
@@ -309,7 +349,8 @@ def build_denoiser(args: argparse.Namespace, kind: str, sampler: str) -> tuple[V
                   "clip_denoised": args.clip_denoised, **network}
         return denoiser, record, f"UNet{model.dims}D regression denoised", ["one pass"]
     record = {**asdict(sampling), "steps": process.num_timesteps, "start_timestep": args.start_timestep, **network}
-    steps = f"{sampler} {process.num_timesteps} steps{f' from t={args.start_timestep}' if args.start_timestep else ''}"
+    start = f" from t={args.start_timestep}" if args.start_timestep else ""
+    steps = f"{sampler} {process.num_timesteps} steps{start}"
     return denoiser, record, f"DDPM{model.dims}D denoised", [steps, f"K={args.num_ensemble}"]
 
 
@@ -332,6 +373,8 @@ def main() -> None:
         plans = dist_util.agree(lambda: [denoiser.plan(shape) for _, shape in survey])
         offsets = job_offsets(plans, args.num_ensemble)
         steps = denoiser.rank_job_count(plans) * denoiser.diffusion.num_timesteps
+        diffusion_flags = args_to_dict(args, diffusion_defaults().keys())
+        full_process = diffusion_from_flags(diffusion_flags, timestep_respacing="")
     model_sha = dist_util.from_root(lambda: sha256(args.model_path) if args.model_path else None)
     description = f"{what} ({', '.join(details + ([f'model {model_sha[:8]}'] if model_sha else []))})"
     provenance = {"model_kind": kind, "model_sha256": model_sha, "model_voxel_size_mm": voxel_mm,
@@ -349,10 +392,17 @@ def main() -> None:
         started = time.perf_counter()
         volume = dist_util.agree(lambda: next(volumes))
         grid = plan_grid(volume.shape, volume.affine, voxel_mm)
+        model_suv = grid.to_model(volume.data)
+        volume_provenance = provenance
         if denoiser is None:
-            result = gaussian_filter(grid.to_model(volume.data), args.gaussian_fwhm_mm, grid) if is_root else None
+            result = gaussian_filter(model_suv, args.gaussian_fwhm_mm, grid) if is_root else None
         else:
-            result = denoiser.denoise(grid.to_model(volume.data), volume.name, offset)
+            if kind == "diffusion" and args.start_timestep == AUTO:
+                warm = dist_util.from_root(partial(auto_start_timestep, args, model_suv, grid,
+                                                   full_process.alphas_cumprod))
+                denoiser.diffusion = diffusion_from_flags(diffusion_flags, start_timestep=warm["start_timestep"])
+                volume_provenance = {**provenance, "warm_start": warm}
+            result = denoiser.denoise(model_suv, volume.name, offset)
         if not is_root:
             continue
         outputs = outputs_for(volume, args)
@@ -362,10 +412,12 @@ def main() -> None:
             write_result(outputs["std"], grid.to_input(result.std), volume, args.output_units,
                          f"{description} uncertainty (ensemble SD)", series_offset=1001, overwrite=args.overwrite)
         result.timings["total_s"] = time.perf_counter() - started
-        record = sidecar(args, volume, outputs, grid, plan, provenance, result.timings)
+        record = sidecar(args, volume, outputs, grid, plan, volume_provenance, result.timings)
         atomic_write_text(outputs["sidecar"]["json"], json.dumps(record, indent=2) + "\n", overwrite=args.overwrite)
         written = ", ".join(str(p) for p in outputs["denoised"].values())
         how = "filtered" if plan is None else f"in {len(plan)} patches x {args.num_ensemble} sample(s)"
+        if "warm_start" in volume_provenance:
+            how += f" from t={volume_provenance['warm_start']['start_timestep']}"
         bar.write(f"{name}: {volume.shape} -> model grid {grid.model_shape} {how}, "
                   f"{result.timings['total_s']:.1f} s -> {written}")
     bar.close()

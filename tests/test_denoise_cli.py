@@ -13,6 +13,10 @@ import numpy as np
 import pytest
 from denoise_helpers import BIN, FAST, MODEL_FLAGS, REPO, run, write_random_model
 
+from guided_diffusion.gaussian_diffusion import get_named_beta_schedule
+from guided_diffusion.pet.noise_level import estimate_noise_sd
+from guided_diffusion.warm_start import start_timestep_for_noise
+
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
@@ -160,3 +164,18 @@ def test_precision_and_layout_flags(workdir):
     assert sampler["precision"] == "bf16" and sampler["channels_last"] is True
     refused = run([*args, "--precision", "fp8", "--overwrite", "True"], ranks=0)
     assert refused.returncode == 1 and "--precision must be one of fp32, bf16, fp16" in refused.stderr
+
+
+def test_warm_start_chosen_from_the_measured_noise(workdir):
+    save = workdir / "out_auto"
+    args = [*scan_args(workdir, save), *FAST[2:], "--steps", "3"]
+    result = run([*args, "--start_timestep", "auto", "--warm_start_scale", "5"], ranks=2)
+    assert result.returncode == 0, result.stderr
+    warm = json.loads((save / "scan_denoised.json").read_text())["warm_start"]
+    suv = np.asarray(nib.load(workdir / "scan.nii.gz").dataobj, dtype=np.float32)
+    noise_sd = estimate_noise_sd(suv, (2.0, 2.0, 3.0))  # the model grid is the input's (flipped to RAS)
+    alphas_cumprod = np.cumprod(1 - get_named_beta_schedule("linear", 100))
+    assert warm["noise_sd_suv"] == pytest.approx(noise_sd, rel=1e-5)
+    assert warm["start_timestep"] == start_timestep_for_noise(alphas_cumprod, noise_sd / 16.0, 5.0) > 1
+    refused = run([*args, "--start_timestep", "soon", "--overwrite", "True"], ranks=0)
+    assert refused.returncode == 1 and "--start_timestep must be a step (0: from pure noise) or 'auto'" in refused.stderr

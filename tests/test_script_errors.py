@@ -15,6 +15,9 @@ from conftest import REPO
     ("scripts/train.py", ["--not_a_flag", "1"], "--not_a_flag"),
     ("scripts/train.py", ["--data_dir", "pairs", "--result_folder", "gs://bucket/run"], "--data_cache"),
     ("benchmarks/quality.py", ["--config", "no_such_preset"], "no_such_preset"),
+    ("scripts/demo.py", ["--dose", "1/3", "--out_dir", "unused"], "--dose 1/3"),
+    ("scripts/test.py", ["--base_samples", "x.nii.gz", "--model_path", "m.pt", "--start_timestep", "late"],
+     "--start_timestep"),
 ])
 def test_scripts_share_one_exit_status_for_bad_flags(tmp_path, script, argv, named):
     result = subprocess.run([sys.executable, str(REPO / script), *argv], capture_output=True, text=True,

@@ -32,7 +32,8 @@ def estimate_noise_sd(suv: np.ndarray, voxel_size: float | Sequence[float]) -> f
     ``residual = suv - gaussian_smooth(suv, HIGH_PASS_FWHM_MM)``; the estimate is
     ``MAD_TO_SD * median(|residual - median(residual)|)`` over body voxels (where
     the smoothed image exceeds ``BODY_FRACTION_OF_MEAN`` of its mean, eroded by
-    1.5 smoothing FWHMs so the skin's edge stays out). The median ignores organ
+    1.5 smoothing FWHMs so the skin's edge stays out; a volume too small for that
+    keeps its uneroded body). The median ignores organ
     edges and lesions, which are few; it still includes the smooth texture of
     organs, so a noise-free image gives a small positive value.
 
@@ -55,9 +56,9 @@ def estimate_noise_sd(suv: np.ndarray, voxel_size: float | Sequence[float]) -> f
     spacing = np.broadcast_to(np.asarray(voxel_size, dtype=np.float64), (3,))
     margin = np.ceil(1.5 * HIGH_PASS_FWHM_MM / spacing).astype(int)
     body = smooth > BODY_FRACTION_OF_MEAN * float(smooth.mean())
-    body = binary_erosion(body, structure=np.ones(tuple(2 * margin + 1), bool))
     if not body.any():
-        raise UserError("noise estimate: no body voxels (above half the mean, away from the edge); "
-                        "is the volume empty or very small?")
+        raise UserError("noise estimate: no voxel above half the mean; is the volume empty?")
+    inner = binary_erosion(body, structure=np.ones(tuple(2 * margin + 1), bool))
+    body = inner if inner.any() else body
     residual = (suv - smooth)[body].astype(np.float64)
     return float(MAD_TO_SD * np.median(np.abs(residual - np.median(residual))))
