@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from scipy.ndimage import binary_erosion
@@ -227,3 +228,20 @@ def test_make_phantoms_scanner_and_tracer_flags(tmp_path):
     assert all(name in help_text for name in (*SCANNERS, *TRACERS))
     with pytest.raises(UserError, match="choline.*psma"):
         script.create_argparser().parse_args(["--out_dir", str(tmp_path), "--tracer", "choline"])
+
+
+def test_make_phantoms_crop_to_body_keeps_world_coordinates(tmp_path):
+    script = _make_phantoms_script()
+    common = ["--voxel_size", "16", "--axial_extent_mm", "48", "--dose_levels", "1/4", "--format", "both"]
+    script.main(["--out_dir", str(tmp_path / "whole"), *common])
+    script.main(["--out_dir", str(tmp_path / "crop"), *common, "--crop_to_body"])
+    whole, crop = (nib.load(tmp_path / d / "subject000_truth.nii.gz") for d in ("whole", "crop"))
+    assert crop.shape[2] == whole.shape[2] and crop.shape[:2] < whole.shape[:2]
+    offset = json.loads((tmp_path / "crop" / "manifest.json").read_text())["subjects"][0]["crop_offset_voxels"]
+    # Voxel (0, 0, 0) of the crop is voxel `offset` of the whole volume, at the same point in the world.
+    np.testing.assert_allclose(crop.affine @ [0, 0, 0, 1], whole.affine @ [*offset, 1])
+    x, y = offset[0], offset[1]
+    np.testing.assert_array_equal(crop.get_fdata(), whole.get_fdata()[x:x + crop.shape[0], y:y + crop.shape[1]])
+    assert whole.get_fdata().sum() == pytest.approx(crop.get_fdata().sum())  # only air was cut
+    pair = np.load(tmp_path / "crop" / "subject000_dose1-4.npz")
+    assert pair["arr_0"].shape[1:] == crop.shape

@@ -43,6 +43,13 @@ def body_box(truth: np.ndarray, margin: int = BODY_MARGIN) -> tuple[slice, slice
             slice(max(int(ys[0]) - margin, 0), int(ys[-1]) + margin + 1))
 
 
+def cropped_affine(affine: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
+    """The 4x4 voxel-to-world affine of ``volume[box]`` (an in-plane crop of a volume with ``affine``)."""
+    cropped = np.array(affine, dtype=np.float64)
+    cropped[:3, 3] += cropped[:3, :2] @ np.array([box[0].start, box[1].start], dtype=np.float64)
+    return cropped
+
+
 def simulated_case(seed: int, dose: float, voxel_size: float | None = 4.0, axial_extent_mm: float | None = None,
                    scanner: str | ScannerPreset | None = None, tracer: str | TracerPreset = "fdg",
                    **simulation) -> EvaluationCase:
@@ -56,8 +63,7 @@ def simulated_case(seed: int, dose: float, voxel_size: float | None = 4.0, axial
                                axial_extent_mm=axial_extent_mm, scanner=scanner, tracer=tracer, **simulation)
     voxel_size = subject.phantom.voxel_size
     box = body_box(subject.truth)
-    affine = subject.phantom.affine.copy()
-    affine[:3, 3] += affine[:3, :2] @ np.array([box[0].start, box[1].start], dtype=np.float64)
+    affine = cropped_affine(subject.phantom.affine, box)
     return EvaluationCase(
         seed=seed, dose=dose, low=subject.reconstructions[dose][box], full=subject.full_dose[box],
         truth=subject.truth[box], labels=subject.labels[box], lesions=subject.lesion_mask[box], affine=affine,
