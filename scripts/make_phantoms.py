@@ -12,9 +12,10 @@ settings or those of a ``--scanner`` preset. Files in ``--out_dir``, all in SUV:
 - ``subjectNNN_truth.nii.gz``, ``_labels.nii.gz``, ``_lesions.nii.gz`` and one
   ``manifest.json`` (seeds, settings, scanner and tracer, organ names, lesions, liver CV per dose).
 
-Dose labels read ``1-20`` for 1/20. ``--crop_to_body`` crops every volume in-plane to
-the body (the affines keep world coordinates; the manifest records the offset). Example (one whole-body subject at 4 mm, all seven
-doses, about 25 s on 2 cores; 1.65 mm voxels take about 10 minutes and 8 GB)::
+Dose labels read ``1-20`` for 1/20. ``--crop_to_body`` crops every volume in-plane
+to the body (the affines keep world coordinates; the manifest records the offset).
+Example (one whole-body subject at 4 mm, all seven doses, about 25 s on 2 cores;
+1.65 mm voxels take about 10 minutes and 8 GB)::
 
     python scripts/make_phantoms.py --out_dir data/phantoms --num_subjects 1
 """
