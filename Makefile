@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; pinned so pip does not pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv test test-fast lint demo
+.PHONY: venv test test-fast lint demo compare
 
 venv: $(VENV)/.installed
 
@@ -35,3 +35,8 @@ demo: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
+
+# The comparison of README "Robustness": simulate, train the 3D DDPM and the baselines on one CPU-sized
+# budget, denoise every scanner, tracer and dose, score; tables and figures in docs/comparison/.
+compare: venv
+	$(PY) benchmarks/compare.py --budget cpu --extra_model ddpm3d_demo=models/demo_all_doses/model_ema.pt

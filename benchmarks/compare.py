@@ -1,6 +1,7 @@
 """The paper's comparison, reproducible: simulate, train the 3D DDPM and the baselines on one budget, denoise, score.
 
-    python benchmarks/compare.py --budget cpu                 # `make compare`; about 2 h on 2 cores
+    python benchmarks/compare.py --budget cpu \
+        --extra_model ddpm3d_demo=models/demo_all_doses/model_ema.pt   # `make compare`; about 1.5 h on 2 cores
     python benchmarks/compare.py --budget gpu --ranks 1       # the same on one GPU, larger
 
 Every stage is a call of the project's own scripts, so the comparison takes
@@ -91,8 +92,8 @@ class Budget:
 
 
 BUDGETS = {
-    "cpu": Budget(train_subjects=8, val_subjects=2, test_subjects=2, axial_extent_mm=96.0, voxel_size=4.0,
-                  train_steps=300, batch_size=2, patch_size=(48, 48, 16), config="tiny", sample_steps=5,
+    "cpu": Budget(train_subjects=8, val_subjects=2, test_subjects=1, axial_extent_mm=96.0, voxel_size=4.0,
+                  train_steps=200, batch_size=2, patch_size=(32, 32, 16), config="tiny", sample_steps=5,
                   num_ensemble=2),
     # A few minutes, to check the pipeline end to end; its numbers mean nothing.
     "smoke": Budget(train_subjects=1, val_subjects=1, test_subjects=1, axial_extent_mm=48.0, voxel_size=4.0,
