@@ -136,8 +136,13 @@ class Runner:
         self.commands: list[str] = []
         self.seconds: dict[str, float] = {}
 
-    def python(self, stage: str, script: str, *argv: str, mpi: bool = False, done: Path | None = None) -> None:
-        """Run ``python script argv`` (under ``mpiexec -n ranks`` when ``mpi``) unless ``done`` exists."""
+    def python(self, stage: str, script: str, *argv: str, mpi: bool = False, done: Path | None = None,
+               mark: bool = False) -> None:
+        """Run ``python script argv`` (under ``mpiexec -n ranks`` when ``mpi``) unless ``done`` exists.
+
+        ``mark``: ``done`` is a marker this creates after success (for commands whose outputs
+        appear one by one, so that an interrupted command runs again).
+        """
         command = [sys.executable, str(REPO / script), *argv]
         if mpi and self.ranks > 1:
             command = [str(Path(sys.executable).parent / "mpiexec"), "-n", str(self.ranks), *command]
@@ -152,6 +157,8 @@ class Runner:
         if subprocess.run(command, cwd=REPO, env=env, check=False).returncode != 0:
             raise UserError(f"[{stage}] failed: {self.commands[-1]}")
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+        if mark and done is not None:
+            done.touch()
 
 
 #: The scanner name of the simulator's own settings (no --scanner preset).
@@ -185,17 +192,17 @@ def simulate(runner: Runner, budget: Budget, work: Path) -> None:
     if budget.train_steps:
         train = phantom_flags(budget, training_scanner(budget), "fdg", budget.train_subjects, TRAIN_SEED, DOSES)
         runner.python("simulate", "scripts/make_phantoms.py", "--out_dir", str(work / "data" / "train"), *train,
-                      done=work / "data" / "train" / "manifest.json")
+                      done=work / "data" / "train" / "SIMULATED", mark=True)
     for dose in DOSES:
         folder = work / "data" / "val" / dose_label(dose)
         val = phantom_flags(budget, training_scanner(budget), "fdg", budget.val_subjects, VAL_SEED, (dose,))
         runner.python("simulate", "scripts/make_phantoms.py", "--out_dir", str(folder), *val,
-                      done=folder / "manifest.json")
+                      done=folder / "SIMULATED", mark=True)
     for scanner, tracer in test_conditions(budget):
         folder = work / "data" / "test" / f"{scanner}_{tracer}"
         test = phantom_flags(budget, scanner, tracer, budget.test_subjects, TEST_SEED, DOSES)
         runner.python("simulate", "scripts/make_phantoms.py", "--out_dir", str(folder), *test,
-                      done=folder / "manifest.json")
+                      done=folder / "SIMULATED", mark=True)
 
 
 def train(runner: Runner, budget: Budget, work: Path) -> dict[str, Path]:
@@ -240,33 +247,30 @@ def denoise(runner: Runner, budget: Budget, work: Path, models: dict[str, Path])
             runner.python("denoise", "scripts/test.py", "--config", budget.config, "--model_path", str(model),
                           "--base_samples",
                           str(work / "data" / "test" / condition / "subject*_dose1-*.nii.gz"), "--save_dir", str(out),
-                          *denoise_flags(name, budget), mpi=True, done=out / "DONE")
-            if out.is_dir() and not (out / "DONE").exists():
-                (out / "DONE").touch()
+                          *denoise_flags(name, budget), mpi=True, done=out / "DONE", mark=True)
         for dose in DOSES:
             label = dose_label(dose)
             out = work / "denoised" / "gaussian" / condition
             runner.python("denoise", "scripts/test.py", "--model_path", str(work / "models" / f"gaussian_{label}.json"),
                           "--base_samples", str(work / "data" / "test" / condition / f"subject*_dose{label}.nii.gz"),
-                          "--save_dir", str(out), done=out / f"DONE_{label}")
-            if out.is_dir() and not (out / f"DONE_{label}").exists():
-                (out / f"DONE_{label}").touch()
+                          "--save_dir", str(out), done=out / f"DONE_{label}", mark=True)
     return ["low_dose", "gaussian", *models]
 
 
 def cases_table(work: Path, budget: Budget, methods: list[str]) -> list[dict]:
-    """Rows of evaluate.py's --cases CSV: one per test subject, condition, dose and method."""
+    """Rows of evaluate.py's --cases CSV (paths relative to ``work``, where the CSV lies): one per test
+    subject, condition, dose and method."""
     rows = []
     for scanner, tracer in test_conditions(budget):
         condition = f"{scanner}_{tracer}"
-        data = work / "data" / "test" / condition
+        data = Path("data") / "test" / condition
         for subject in range(budget.test_subjects):
             stem = f"subject{subject:03d}"
             for dose in DOSES:
                 low = f"{stem}_dose{dose_label(dose)}"
                 for method in methods:
                     result = data / f"{low}.nii.gz" if method == "low_dose" else \
-                        work / "denoised" / method / condition / f"{low}_denoised.nii.gz"
+                        Path("denoised") / method / condition / f"{low}_denoised.nii.gz"
                     rows.append({"case": f"{condition}_{low}", "reference": str(data / f"{stem}_full.nii.gz"),
                                  "labels": str(data / f"{stem}_labels.nii.gz"),
                                  "lesions": str(data / f"{stem}_lesions.nii.gz"), "method": method,
@@ -282,13 +286,13 @@ def uncertainty_table(rows: list[dict], work: Path) -> list[dict]:
     """Ensemble SD against the actual error of each DDPM result, against full dose and noiseless truth."""
     table = []
     for row in rows:
-        std_path = Path(row["result"].replace("_denoised.nii.gz", "_denoised_std.nii.gz"))
-        if not row["method"].startswith("ddpm") or not std_path.exists():
+        std_path = row["result"].replace("_denoised.nii.gz", "_denoised_std.nii.gz")
+        if not row["method"].startswith("ddpm") or not (work / std_path).exists():
             continue
-        mean, sd, labels = (read_nifti(p) for p in (row["result"], std_path, row["labels"]))
+        mean, sd, labels = (read_nifti(work / p) for p in (row["result"], std_path, row["labels"]))
         for reference_name, reference_path in (("full_dose", row["reference"]),
                                                ("truth", row["reference"].replace("_full.", "_truth."))):
-            stats = uncertainty_statistics(mean, sd, read_nifti(reference_path), labels > 0)
+            stats = uncertainty_statistics(mean, sd, read_nifti(work / reference_path), labels > 0)
             table.append({key: row[key] for key in ("case", "method", "scanner", "tracer", "dose")}
                          | {"against": reference_name} | stats)
     return table

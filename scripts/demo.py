@@ -5,10 +5,11 @@
 1. Simulates an unseen whole-body FDG subject (4 mm voxels, a 256 mm slab
    around the liver): full-dose and low-dose OSEM reconstructions (``--dose``,
    1/20 by default; any of the six levels 1/2 ... 1/100, e.g. ``make demo DOSE=1/100``).
-2. Denoises the low dose with the committed demo model through the paper's
-   launcher, ``test_DDPM_3d_mpi.sh``: 2 MPI ranks on the CPU, 5 ancestral
-   (DDPM) steps from a warm start at step 100, bf16, and a 2-sample ensemble
-   (chosen by ``benchmarks/speed.py``: faster and better than 10 DDIM steps).
+2. Denoises the low dose with the committed demo model (``models/demo_all_doses``,
+   trained on every dose) through the paper's launcher, ``test_DDPM_3d_mpi.sh``:
+   2 MPI ranks on the CPU, 5 ancestral (DDPM) steps from a warm start chosen from
+   the input's measured noise (``--start_timestep auto``, fitted on validation
+   subjects by ``benchmarks/warm_start.py``), bf16, and a 2-sample ensemble.
 3. Writes to ``results/demo/``: low_dose, full_dose, denoised and
    denoised_std (NIfTI), demo.png and metrics.json (PSNR/SSIM/NRMSE of the
    low dose, the best Gaussian filter and the denoised result against full dose).
@@ -38,7 +39,7 @@ from guided_diffusion.pet.sim.cases import EvaluationCase, simulated_case
 from guided_diffusion.pet.sim.doses import DEFAULT_DOSE_FRACTIONS, dose_label, parse_dose_fraction
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_MODEL = REPO / "models" / "demo" / "model_ema.pt"
+DEMO_MODEL = REPO / "models" / "demo_all_doses" / "model_ema.pt"
 #: Seeds 0-999 are reserved for training data; the demo subject is unseen.
 DEMO_SEED = 20261127
 #: The six reduced dose levels the demo model was trained and evaluated on.
@@ -55,8 +56,9 @@ def create_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--sampler", default="ddpm", help="ddpm, ddim or dpmpp2m")
     parser.add_argument("--steps", type=int, default=5, help="sampler steps between --start_timestep and 0")
     parser.add_argument("--precision", default="bf16", help="fp32, bf16 or fp16 (network arithmetic)")
-    parser.add_argument("--start_timestep", type=int, default=100,
-                        help="warm start: begin at this step from the diffused low dose (0: from pure noise)")
+    parser.add_argument("--start_timestep", default="auto",
+                        help="warm start: begin at this step from the diffused low dose (0: from pure noise; "
+                             "auto: from the input's measured noise)")
     parser.add_argument("--num_ensemble", type=int, default=2)
     parser.add_argument("--axial_extent_mm", type=float, default=256.0)
     return parser
