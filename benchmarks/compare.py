@@ -300,8 +300,9 @@ def uncertainty_table(rows: list[dict], work: Path) -> list[dict]:
 
 def report(out: Path, budget: Budget, runner: Runner, uncertainty: list[dict]) -> None:
     """report.md: the budget, stage timings and the uncertainty summary; commands.sh: the command sequence."""
-    atomic_write_text(out / "commands.sh", "#!/usr/bin/env bash\n# Written by benchmarks/compare.py, in order.\n"
-                      "set -euo pipefail\n" + "\n".join(runner.commands) + "\n")
+    invocation = " ".join(shlex.quote(a) for a in ["python", os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+    atomic_write_text(out / "commands.sh", "#!/usr/bin/env bash\n# The commands run, in order, by:\n"
+                      f"#   {invocation}\nset -euo pipefail\n" + "\n".join(runner.commands) + "\n")
     lines = ["# Comparison run", "", f"Budget: `{json.dumps(asdict(budget))}`", "",
              "| stage | seconds |", "| --- | --- |"]
     lines += [f"| {stage} | {seconds:.0f} |" for stage, seconds in runner.seconds.items()]

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The commands run, in order, by:
+#   python benchmarks/compare.py --budget demo --work_dir results/comparison_demo --out_dir docs/comparison_demo --extra_model ddpm3d_demo=models/demo/model_ema.pt --extra_model ddpm3d_all_doses=models/demo_all_doses/model_ema.pt
+set -euo pipefail
+python scripts/make_phantoms.py --out_dir results/comparison_demo/data/val/1-2 --num_subjects 2 --seed 202 --voxel_size 4 --tracer fdg --dose_levels 1/2 --format nifti --crop_to_body --axial_extent_mm 128
+python scripts/make_phantoms.py --out_dir results/comparison_demo/data/val/1-4 --num_subjects 2 --seed 202 --voxel_size 4 --tracer fdg --dose_levels 1/4 --format nifti --crop_to_body --axial_extent_mm 128
+python scripts/make_phantoms.py --out_dir results/comparison_demo/data/val/1-10 --num_subjects 2 --seed 202 --voxel_size 4 --tracer fdg --dose_levels 1/10 --format nifti --crop_to_body --axial_extent_mm 128
+python scripts/make_phantoms.py --out_dir results/comparison_demo/data/val/1-20 --num_subjects 2 --seed 202 --voxel_size 4 --tracer fdg --dose_levels 1/20 --format nifti --crop_to_body --axial_extent_mm 128
+python scripts/make_phantoms.py --out_dir results/comparison_demo/data/val/1-50 --num_subjects 2 --seed 202 --voxel_size 4 --tracer fdg --dose_levels 1/50 --format nifti --crop_to_body --axial_extent_mm 128
+python scripts/make_phantoms.py --out_dir results/comparison_demo/data/val/1-100 --num_subjects 2 --seed 202 --voxel_size 4 --tracer fdg --dose_levels 1/100 --format nifti --crop_to_body --axial_extent_mm 128
+python scripts/make_phantoms.py --out_dir results/comparison_demo/data/test/default_fdg --num_subjects 2 --seed 303 --voxel_size 4 --tracer fdg --dose_levels 1/2,1/4,1/10,1/20,1/50,1/100 --format nifti --crop_to_body --axial_extent_mm 128
+python scripts/fit_gaussian.py --val_dir results/comparison_demo/data/val/1-2 --out results/comparison_demo/models/gaussian_1-2.json --data_cache results/comparison_demo/cache/gaussian
+python scripts/fit_gaussian.py --val_dir results/comparison_demo/data/val/1-4 --out results/comparison_demo/models/gaussian_1-4.json --data_cache results/comparison_demo/cache/gaussian
+python scripts/fit_gaussian.py --val_dir results/comparison_demo/data/val/1-10 --out results/comparison_demo/models/gaussian_1-10.json --data_cache results/comparison_demo/cache/gaussian
+python scripts/fit_gaussian.py --val_dir results/comparison_demo/data/val/1-20 --out results/comparison_demo/models/gaussian_1-20.json --data_cache results/comparison_demo/cache/gaussian
+python scripts/fit_gaussian.py --val_dir results/comparison_demo/data/val/1-50 --out results/comparison_demo/models/gaussian_1-50.json --data_cache results/comparison_demo/cache/gaussian
+python scripts/fit_gaussian.py --val_dir results/comparison_demo/data/val/1-100 --out results/comparison_demo/models/gaussian_1-100.json --data_cache results/comparison_demo/cache/gaussian
+.venv/bin/mpiexec -n 2 python scripts/test.py --config demo --model_path models/demo/model_ema.pt --base_samples 'results/comparison_demo/data/test/default_fdg/subject*_dose1-*.nii.gz' --save_dir results/comparison_demo/denoised/ddpm3d_demo/default_fdg --sampler ddpm --steps 5 --start_timestep auto --num_ensemble 2 --precision bf16 --patch_axial 32 --patch_overlap 8
+.venv/bin/mpiexec -n 2 python scripts/test.py --config demo --model_path models/demo_all_doses/model_ema.pt --base_samples 'results/comparison_demo/data/test/default_fdg/subject*_dose1-*.nii.gz' --save_dir results/comparison_demo/denoised/ddpm3d_all_doses/default_fdg --sampler ddpm --steps 5 --start_timestep auto --num_ensemble 2 --precision bf16 --patch_axial 32 --patch_overlap 8
+python scripts/test.py --model_path results/comparison_demo/models/gaussian_1-2.json --base_samples 'results/comparison_demo/data/test/default_fdg/subject*_dose1-2.nii.gz' --save_dir results/comparison_demo/denoised/gaussian/default_fdg
+python scripts/test.py --model_path results/comparison_demo/models/gaussian_1-4.json --base_samples 'results/comparison_demo/data/test/default_fdg/subject*_dose1-4.nii.gz' --save_dir results/comparison_demo/denoised/gaussian/default_fdg
+python scripts/test.py --model_path results/comparison_demo/models/gaussian_1-10.json --base_samples 'results/comparison_demo/data/test/default_fdg/subject*_dose1-10.nii.gz' --save_dir results/comparison_demo/denoised/gaussian/default_fdg
+python scripts/test.py --model_path results/comparison_demo/models/gaussian_1-20.json --base_samples 'results/comparison_demo/data/test/default_fdg/subject*_dose1-20.nii.gz' --save_dir results/comparison_demo/denoised/gaussian/default_fdg
+python scripts/test.py --model_path results/comparison_demo/models/gaussian_1-50.json --base_samples 'results/comparison_demo/data/test/default_fdg/subject*_dose1-50.nii.gz' --save_dir results/comparison_demo/denoised/gaussian/default_fdg
+python scripts/test.py --model_path results/comparison_demo/models/gaussian_1-100.json --base_samples 'results/comparison_demo/data/test/default_fdg/subject*_dose1-100.nii.gz' --save_dir results/comparison_demo/denoised/gaussian/default_fdg
+python scripts/evaluate.py --cases results/comparison_demo/cases.csv --out_dir docs/comparison_demo --overwrite True
