@@ -93,7 +93,7 @@ class Budget:
 
 BUDGETS = {
     "cpu": Budget(train_subjects=8, val_subjects=2, test_subjects=1, axial_extent_mm=96.0, voxel_size=4.0,
-                  train_steps=200, batch_size=2, patch_size=(32, 32, 16), config="tiny", sample_steps=5,
+                  train_steps=400, batch_size=2, patch_size=(32, 32, 16), config="tiny", sample_steps=5,
                   num_ensemble=2),
     # A few minutes, to check the pipeline end to end; its numbers mean nothing.
     "smoke": Budget(train_subjects=1, val_subjects=1, test_subjects=1, axial_extent_mm=48.0, voxel_size=4.0,
