@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...errors import UserError
+from .presets import named_preset
 
 
 @dataclass(frozen=True)
@@ -142,9 +142,4 @@ def get_scanner(scanner: str | ScannerPreset) -> ScannerPreset:
     Raises:
         UserError: the name is not in :data:`SCANNERS`; the message lists the choices.
     """
-    if isinstance(scanner, ScannerPreset):
-        return scanner
-    try:
-        return SCANNERS[scanner]
-    except (KeyError, TypeError):
-        raise UserError(f"unknown scanner {scanner!r}; choose one of {', '.join(SCANNERS)}") from None
+    return named_preset(scanner, SCANNERS, "scanner")

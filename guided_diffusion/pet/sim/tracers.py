@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...errors import UserError
+from .presets import named_preset
 
 
 @dataclass(frozen=True)
@@ -202,9 +202,4 @@ def get_tracer(tracer: str | TracerPreset) -> TracerPreset:
     Raises:
         UserError: the name is not in :data:`TRACERS`; the message lists the choices.
     """
-    if isinstance(tracer, TracerPreset):
-        return tracer
-    try:
-        return TRACERS[tracer]
-    except (KeyError, TypeError):
-        raise UserError(f"unknown tracer {tracer!r}; choose one of {', '.join(TRACERS)}") from None
+    return named_preset(tracer, TRACERS, "tracer")
