@@ -21,6 +21,13 @@ def default_precision(use_fp16: bool, device: torch.device) -> str:
     return "fp16" if use_fp16 and device.type == "cuda" else "fp32"
 
 
+def precision_note(precision: str, device: torch.device) -> str | None:
+    """A note for a precision that is slow on ``device`` (fp16 on a CPU: no fast kernels), else None."""
+    if precision == "fp16" and device.type == "cpu":
+        return "--precision fp16 on the CPU is slower than fp32 (no fast fp16 kernels); bf16 is the CPU's fast choice"
+    return None
+
+
 class InferenceNetwork(torch.nn.Module):
     """Wraps the conditional UNet for sampling: autocast, channels-last-3d inputs, optional ``torch.compile``.
 

@@ -41,7 +41,7 @@ from guided_diffusion.checkpoint import load_model_weights, stored_flags
 from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser, VolumeResult, job_offsets
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, args_to_dict, parse_args_with_config
-from guided_diffusion.inference import PRECISIONS, InferenceNetwork, default_precision
+from guided_diffusion.inference import PRECISIONS, InferenceNetwork, default_precision, precision_note
 from guided_diffusion.patch_sampling import SAMPLERS, SamplingOptions
 from guided_diffusion.pet.filters import gaussian_smooth
 from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX
@@ -333,6 +333,9 @@ def build_denoiser(args: argparse.Namespace, kind: str, sampler: str) -> tuple[V
         load_model_weights(model, args.model_path, weights=args.weights)
         model = model.to(dist_util.dev()).eval()
         precision = args.precision or default_precision(args.use_fp16, dist_util.dev())
+        note = precision_note(precision, dist_util.dev())
+        if note and dist_util.rank() == 0:
+            print(f"note: {note}", file=sys.stderr, flush=True)
         return InferenceNetwork(model, precision, args.channels_last, args.compile), process
 
     model, process = dist_util.agree(build)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser
-from guided_diffusion.inference import InferenceNetwork, default_precision
+from guided_diffusion.inference import InferenceNetwork, default_precision, precision_note
 from guided_diffusion.patch_sampling import SamplingOptions
 from guided_diffusion.script_util import sr_create_model_and_diffusion, sr_model_and_diffusion_defaults
 
@@ -63,6 +63,12 @@ def test_the_papers_use_fp16_means_fp16_on_cuda_only():
     assert default_precision(True, torch.device("cuda", 0)) == "fp16"
     assert default_precision(True, torch.device("cpu")) == "fp32"
     assert default_precision(False, torch.device("cuda", 0)) == "fp32"
+
+
+def test_fp16_on_the_cpu_gets_a_note():
+    assert "bf16" in precision_note("fp16", torch.device("cpu"))
+    assert precision_note("bf16", torch.device("cpu")) is None
+    assert precision_note("fp16", torch.device("cuda", 0)) is None
 
 
 def test_compiled_outputs_are_copies_of_the_graphs_buffer(network, monkeypatch):
