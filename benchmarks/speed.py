@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import io
 import os
 import resource
 import statistics
@@ -49,7 +47,8 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
-from sampler_quality import add_quality_flags, sampler_quality, setup_from_args
+from sampler_quality import QUALITY_COLUMNS, add_quality_flags, sampler_quality, setup_from_args
+from tables import csv_text, format_table
 
 from guided_diffusion import dist_util
 from guided_diffusion.atomic import atomic_write, atomic_write_text
@@ -66,11 +65,6 @@ SPEED_COLUMNS = [("precision", "precision", "{}"), ("layout", "layout", "{}"), (
                  ("first call s", "first_call_s", "{:.2f}"), ("s/eval", "seconds_per_eval", "{:.4f}"),
                  ("evals/volume", "evals_per_volume", "{:d}"), ("s/volume", "seconds_per_volume", "{:.1f}"),
                  ("peak GiB", "peak_memory_gib", "{:.2f}"), ("speed-up", "speedup", "{:.2f}x")]
-#: Columns of the quality table.
-QUALITY_COLUMNS = [("method", "method", "{}"), ("steps", "steps", "{:d}"), ("evals", "evaluations", "{:.0f}"),
-                   ("PSNR", "psnr", "{:.2f}"), ("SSIM", "ssim", "{:.4f}"), ("dPSNR vs chain", "delta_psnr", "{:+.2f}"),
-                   ("PSNR to chain", "psnr_vs_chain", "{:.2f}"), ("SSIM to chain", "ssim_vs_chain", "{:.4f}"),
-                   ("s/subject", "seconds", "{:.1f}")]
 
 
 @dataclass(frozen=True)
@@ -215,23 +209,6 @@ def speed_table(args: argparse.Namespace, device: torch.device, choices: list[Ch
         print(f"  {choice.label()}: {per_eval:.4f} s per evaluation (first call {timing['first_call_s']:.1f} s, "
               f"peak {timing['peak_memory_gib']:.2f} GiB)", flush=True)
     return rows
-
-
-def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
-    """Rows as a fixed-width text table."""
-    cells = [[header for header, _, _ in columns]]
-    cells += [[fmt.format(row[key]) for _, key, fmt in columns] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in cells)
-
-
-def csv_text(rows: list[dict], keys: list[str]) -> str:
-    """Rows as CSV with the columns ``keys``."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def figure(speed: list[dict], quality: list[dict], title: str) -> Figure:

@@ -122,6 +122,8 @@ class GaussianDiffusion:
             raise ValueError(
                 "betas must be a 1-D array with values in (0, 1); the linear schedule needs at least 21 steps"
             )
+        if len(self.betas) < 2:
+            raise ValueError("a diffusion process needs at least 2 steps (a single kept step is t = 0, no denoising)")
         self.num_timesteps = len(self.betas)
         self.timestep_map = np.asarray(
             range(self.num_timesteps) if timestep_map is None else timestep_map, dtype=np.int64

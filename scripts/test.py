@@ -244,8 +244,8 @@ def choose_sampler(args: argparse.Namespace) -> str:
     sampler = args.sampler or ("ddim" if args.use_ddim else "ddpm")
     if sampler not in SAMPLERS:
         raise UserError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {args.sampler!r}")
-    if args.steps < 0:
-        raise UserError(f"--steps must be at least 1 (0: from --timestep_respacing), got {args.steps}")
+    if args.steps < 0 or args.steps == 1:
+        raise UserError(f"--steps must be at least 2 (0: from --timestep_respacing), got {args.steps}")
     if args.steps and args.timestep_respacing:
         raise UserError(f"--steps {args.steps} and --timestep_respacing {args.timestep_respacing} both choose the "
                         "steps; give one")

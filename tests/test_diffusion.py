@@ -90,6 +90,13 @@ def test_spaced_process_keeps_cumulative_alphas_and_maps_timesteps():
     torch.testing.assert_close(mapped, torch.tensor([0.0, 900.0]))
 
 
+def test_a_one_step_process_is_refused():
+    base = make()
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        SpacedDiffusion(space_timesteps(100, "1"), betas=base.betas, model_mean_type=base.model_mean_type,
+                        model_var_type=base.model_var_type, loss_type=base.loss_type)
+
+
 def test_per_element_generators_make_samples_independent_of_batching():
     diffusion = create_gaussian_diffusion(steps=50)
     x0 = torch.rand(3, 1, 2, 4, 4)

@@ -18,6 +18,8 @@ from conftest import REPO
     ("scripts/demo.py", ["--dose", "1/3", "--out_dir", "unused"], "--dose 1/3"),
     ("scripts/test.py", ["--base_samples", "x.nii.gz", "--model_path", "m.pt", "--start_timestep", "late"],
      "--start_timestep"),
+    ("scripts/test.py", ["--base_samples", "x.nii.gz", "--model_path", "m.pt", "--steps", "1"], "--steps"),
+    ("benchmarks/sampler_quality.py", ["--start_timestep", "late"], "--start_timestep"),
 ])
 def test_scripts_share_one_exit_status_for_bad_flags(tmp_path, script, argv, named):
     result = subprocess.run([sys.executable, str(REPO / script), *argv], capture_output=True, text=True,
