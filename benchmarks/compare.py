@@ -41,15 +41,16 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from guided_diffusion import dist_util
 from guided_diffusion.atomic import atomic_write_text
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser
+from guided_diffusion.pet.eval.inputs import read_label_map
 from guided_diffusion.pet.eval.reports import write_csv
 from guided_diffusion.pet.eval.uncertainty import UNCERTAINTY_COLUMNS, uncertainty_statistics
+from guided_diffusion.pet.io import read_volume
 from guided_diffusion.pet.sim.doses import DEFAULT_DOSE_FRACTIONS, dose_label
 from guided_diffusion.pet.sim.scanners import REFERENCE_SCANNER, SCANNERS
 from guided_diffusion.pet.sim.tracers import TRACERS
@@ -278,10 +279,6 @@ def cases_table(work: Path, budget: Budget, methods: list[str]) -> list[dict]:
     return rows
 
 
-def read_nifti(path: str | Path) -> np.ndarray:
-    return np.asarray(nib.load(path).dataobj, dtype=np.float64)
-
-
 def uncertainty_table(rows: list[dict], work: Path) -> list[dict]:
     """Ensemble SD against the actual error of each DDPM result, against full dose and noiseless truth."""
     table = []
@@ -289,10 +286,11 @@ def uncertainty_table(rows: list[dict], work: Path) -> list[dict]:
         std_path = row["result"].replace("_denoised.nii.gz", "_denoised_std.nii.gz")
         if not row["method"].startswith("ddpm") or not (work / std_path).exists():
             continue
-        mean, sd, labels = (read_nifti(work / p) for p in (row["result"], std_path, row["labels"]))
+        mean, sd = (read_volume(work / p).data for p in (row["result"], std_path))
+        labels = read_label_map(work / row["labels"])[0]
         for reference_name, reference_path in (("full_dose", row["reference"]),
                                                ("truth", row["reference"].replace("_full.", "_truth."))):
-            stats = uncertainty_statistics(mean, sd, read_nifti(work / reference_path), labels > 0)
+            stats = uncertainty_statistics(mean, sd, read_volume(work / reference_path).data, labels > 0)
             table.append({key: row[key] for key in ("case", "method", "scanner", "tracer", "dose")}
                          | {"against": reference_name} | stats)
     return table

@@ -30,10 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tables import csv_text, format_table
+from tables import format_table
 
 from guided_diffusion import dist_util
-from guided_diffusion.atomic import atomic_write_text
 from guided_diffusion.checkpoint import load_model_weights
 from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser
 from guided_diffusion.errors import UserError
@@ -41,6 +40,7 @@ from guided_diffusion.flags import FlagParser, add_dict_to_argparser, parse_args
 from guided_diffusion.inference import InferenceNetwork
 from guided_diffusion.patch_sampling import SamplingOptions
 from guided_diffusion.pet.eval.metrics import psnr, ssim
+from guided_diffusion.pet.eval.reports import write_csv
 from guided_diffusion.pet.eval.scoring import score_against_full_dose
 from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX
 from guided_diffusion.pet.noise_level import estimate_noise_sd
@@ -239,7 +239,7 @@ def main() -> None:
         print(format_table(table, QUALITY_COLUMNS), flush=True)
         rows += [{"dose": dose, **row} for row in table]
     if args.out:
-        atomic_write_text(Path(args.out), csv_text(rows, ["dose"] + [key for _, key, _ in QUALITY_COLUMNS]))
+        write_csv(args.out, rows, ["dose"] + [key for _, key, _ in QUALITY_COLUMNS], overwrite=True)
         print(f"wrote {args.out}")
 
 

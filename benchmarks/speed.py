@@ -48,14 +48,15 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 from sampler_quality import QUALITY_COLUMNS, add_quality_flags, sampler_quality, setup_from_args
-from tables import csv_text, format_table
+from tables import format_table
 
 from guided_diffusion import dist_util
-from guided_diffusion.atomic import atomic_write, atomic_write_text
+from guided_diffusion.atomic import atomic_write
 from guided_diffusion.denoise import PatchingOptions, make_plan
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, args_to_dict, parse_args_with_config, str2bool
 from guided_diffusion.inference import PRECISIONS, InferenceNetwork
+from guided_diffusion.pet.eval.reports import write_csv
 from guided_diffusion.script_util import sr_create_model_and_diffusion, sr_model_and_diffusion_defaults
 
 REPO = Path(__file__).resolve().parent.parent
@@ -279,10 +280,9 @@ def main() -> None:
         quality = sampler_quality(quality_setup, device, log=lambda line: print(line, flush=True))
         print(format_table(quality, QUALITY_COLUMNS), flush=True)
 
-    atomic_write_text(paths["speed"], csv_text(speed, [key for _, key, _ in SPEED_COLUMNS]
-                                               + ["seconds_per_forward"]))
+    write_csv(paths["speed"], speed, [key for _, key, _ in SPEED_COLUMNS] + ["seconds_per_forward"], overwrite=True)
     if quality:
-        atomic_write_text(paths["quality"], csv_text(quality, [key for _, key, _ in QUALITY_COLUMNS]))
+        write_csv(paths["quality"], quality, [key for _, key, _ in QUALITY_COLUMNS], overwrite=True)
     fig = figure(speed, quality, f"{args.config or 'flags'} network on {device_name(device)}, torch {torch.__version__}")
     atomic_write(paths["figure"], lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     print("wrote " + ", ".join(str(p) for key, p in paths.items() if key != "quality" or quality))

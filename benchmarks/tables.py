@@ -1,9 +1,6 @@
-"""Plain-text and CSV tables of benchmark rows (lists of dicts)."""
+"""Fixed-width text tables of benchmark rows (lists of dicts), for the console."""
 
 from __future__ import annotations
-
-import csv
-import io
 
 
 def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
@@ -12,12 +9,3 @@ def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     cells += [[fmt.format(row[key]) for _, key, fmt in columns] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in cells)
-
-
-def csv_text(rows: list[dict], keys: list[str]) -> str:
-    """Rows as CSV with the columns ``keys``."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
