@@ -51,10 +51,8 @@ from guided_diffusion.script_util import (
     sr_create_model_and_diffusion,
     sr_model_and_diffusion_defaults,
 )
-from guided_diffusion.warm_start import DEFAULT_WARM_START_SCALE, start_timestep_for_noise
+from guided_diffusion.warm_start import AUTO, DEFAULT_WARM_START_SCALE, read_start_timestep, start_timestep_for_noise
 
-#: --start_timestep's value for a warm start chosen from each subject's measured noise.
-AUTO = "auto"
 #: Columns of the quality table: (header, key, format).
 QUALITY_COLUMNS = [("method", "method", "{}"), ("steps", "steps", "{:.0f}"), ("T0", "start_timestep", "{:.1f}"),
                    ("evals", "evaluations", "{:.1f}"), ("PSNR", "psnr", "{:.2f}"), ("SSIM", "ssim", "{:.4f}"),
@@ -201,22 +199,12 @@ def add_quality_flags(parser: argparse.ArgumentParser, repo: Path) -> None:
     })
 
 
-def read_start(text: str) -> int | str:
-    """``--start_timestep``: a step (0: pure noise) or ``"auto"``."""
-    if text == AUTO:
-        return AUTO
-    try:
-        return int(text)
-    except ValueError:
-        raise UserError(f"--start_timestep must be a step or {AUTO!r}, got {text!r}") from None
-
-
 def setup_from_args(args: argparse.Namespace) -> QualitySetup:
     """The :class:`QualitySetup` named by the ``--quality_*`` flags."""
     return QualitySetup(
         model_path=Path(args.quality_model), seeds=tuple(int(s) for s in args.quality_seeds.split(",")),
         dose=args.quality_dose, axial_extent_mm=args.quality_extent_mm, patch_axial=args.quality_patch_axial,
-        start_timestep=read_start(args.start_timestep), precision=args.quality_precision,
+        start_timestep=read_start_timestep(args.start_timestep), precision=args.quality_precision,
         samplers=tuple(args.quality_samplers.split(",")), steps=tuple(int(s) for s in args.quality_steps.split(",")),
         num_ensemble=args.quality_ensemble, warm_start_scale=args.warm_start_scale,
     )

@@ -16,6 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import UserError
+
+#: ``--start_timestep``'s value for a warm start chosen from each input's measured noise.
+AUTO = "auto"
+
 #: ``scale`` for the demo model, fitted on validation subjects by benchmarks/warm_start.py
 #: (docs/warm_start_validation.csv, models/demo_all_doses, seeds 4000-4001, six doses): the geometric
 #: mean of the ratio at each case's best start.
@@ -44,3 +49,17 @@ def start_timestep_for_noise(alphas_cumprod: np.ndarray, noise_sd: float, scale:
     levels = noise_levels(alphas_cumprod)
     step = int(np.searchsorted(levels, scale * noise_sd))
     return min(max(step, 1), len(levels) - 1)
+
+
+def read_start_timestep(text: str) -> int | str:
+    """``--start_timestep`` as a step (0: from pure noise) or :data:`AUTO` (from each input's measured noise).
+
+    Raises:
+        UserError: anything else.
+    """
+    if text == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"--start_timestep must be a step (0: from pure noise) or {AUTO!r}, got {text!r}") from None

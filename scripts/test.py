@@ -68,10 +68,7 @@ from guided_diffusion.volume_files import (
     units_written,
     write_result,
 )
-from guided_diffusion.warm_start import DEFAULT_WARM_START_SCALE, start_timestep_for_noise
-
-#: --start_timestep's value for a warm start chosen from each input's measured noise.
-AUTO = "auto"
+from guided_diffusion.warm_start import AUTO, DEFAULT_WARM_START_SCALE, read_start_timestep, start_timestep_for_noise
 
 
 def load_data_for_worker(base_samples: str, num_samples: int, npz_key: str | None, units: UnitOptions | None = None,
@@ -173,16 +170,6 @@ def check_flags(args: argparse.Namespace) -> None:
     args.start_timestep = read_start_timestep(args.start_timestep)
     if not (math.isfinite(args.warm_start_scale) and args.warm_start_scale > 0):
         raise UserError(f"--warm_start_scale must be a positive number, got {args.warm_start_scale}")
-
-
-def read_start_timestep(text: str) -> int | str:
-    """--start_timestep as a step (0: from pure noise) or ``"auto"`` (from each input's measured noise)."""
-    if text == AUTO:
-        return AUTO
-    try:
-        return int(text)
-    except ValueError:
-        raise UserError(f"--start_timestep must be a step (0: from pure noise) or {AUTO!r}, got {text!r}") from None
 
 
 def auto_start_timestep(args: argparse.Namespace, model_suv: np.ndarray, grid: GridMapping,

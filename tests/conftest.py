@@ -1,10 +1,16 @@
-"""Shared test helpers: the reference fixture and its weight/input rules, the slow/mpi marks, a fake bucket."""
+"""Shared test helpers: the reference fixture and its weight/input rules, the slow/mpi marks, a fake bucket,
+benchmark scripts imported as modules."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import io
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -12,6 +18,23 @@ import torch
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reference_unet3d.json"
 REPO = Path(__file__).resolve().parent.parent
+
+@contextlib.contextmanager
+def benchmark_module(name: str) -> Iterator[ModuleType]:
+    """``benchmarks/<name>.py`` imported as module ``name``, its folder on ``sys.path`` as when it runs; both
+    undone afterwards."""
+    folder = str(REPO / "benchmarks")
+    sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[name]
+        sys.path.remove(folder)
+
 
 #: Test files whose tests launch ``mpiexec`` (marked ``mpi``; single tests elsewhere carry the mark themselves).
 MPI_FILES = ("test_training_mpi.py", "test_denoise_cli.py", "test_denoise_clinical.py", "test_dist_util.py")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, benchmark_module
 
 from guided_diffusion.pet.sim.cases import simulated_case
 
@@ -18,14 +16,8 @@ DEMO_MODEL = REPO / "models" / "demo_all_doses" / "model_ema.pt"
 
 @pytest.fixture(scope="module")
 def quality():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("sampler_quality", REPO / "benchmarks" / "sampler_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sampler_quality"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["sampler_quality"]
-    sys.path.remove(str(REPO / "benchmarks"))
+    with benchmark_module("sampler_quality") as module:
+        yield module
 
 
 def setup(quality, **changes):
