@@ -59,6 +59,13 @@ def given_on_command_line(flag: str, argv: Sequence[str]) -> bool:
     return any(arg == f"--{flag}" or arg.startswith(f"--{flag}=") for arg in argv)
 
 
+def last_given(flags: Sequence[str], argv: Sequence[str]) -> str | None:
+    """Which of ``flags`` (names without ``--``) ``argv`` gives last, or None: as with a repeated flag, the last wins."""
+    positions = {flag: i for i, arg in enumerate(argv) for flag in flags
+                 if arg == f"--{flag}" or arg.startswith(f"--{flag}=")}
+    return max(positions, key=positions.get) if positions else None
+
+
 def model_voxel_size(args: argparse.Namespace, argv: Sequence[str], stored: dict | None) -> tuple[float, str]:
     """The model grid's voxel size (mm; 0 = the input grid) and where it came from.
 

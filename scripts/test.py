@@ -1,7 +1,7 @@
 """Denoise low-dose PET volumes of any shape with the 3D diffusion model.
 
     mpiexec -n N python scripts/test.py --config paper --model_path model.pt \
-        --base_samples 'scans/*.nii.gz' --save_dir denoised --use_ddim True --timestep_respacing ddim50
+        --base_samples 'scans/*.nii.gz' --save_dir denoised --sampler ddpm --steps 10 --start_timestep auto
 
 Every rank reads the inputs (NIfTI, npz, DICOM series found in a folder tree),
 converts them to SUV, reorients and resamples them to the model's grid, and
@@ -62,6 +62,7 @@ from guided_diffusion.volume_files import (
     check_output_flags,
     check_output_format,
     given_on_command_line,
+    last_given,
     model_voxel_size,
     result_paths,
     unit_options,
@@ -222,21 +223,21 @@ def choose_model_kind(args: argparse.Namespace, argv: Sequence[str], stored: dic
     return args.model_kind
 
 
-def choose_sampler(args: argparse.Namespace) -> str:
+def choose_sampler(args: argparse.Namespace, argv: Sequence[str]) -> str:
     """The sampler from --sampler and --steps, or from the paper's --use_ddim / --timestep_respacing.
 
     ``--steps N`` becomes ``--timestep_respacing N`` (N steps evenly spaced over the
-    process, both ends kept); giving both is refused.
+    process, both ends kept). When both of --steps / --timestep_respacing, or of
+    --sampler / --use_ddim, are on the command line, the later one wins, as for a
+    repeated flag (so arguments after the launcher's defaults override them).
     """
-    sampler = args.sampler or ("ddim" if args.use_ddim else "ddpm")
+    paper_flag_last = last_given(("sampler", "use_ddim"), argv) == "use_ddim"
+    sampler = args.sampler if args.sampler and not paper_flag_last else ("ddim" if args.use_ddim else "ddpm")
     if sampler not in SAMPLERS:
         raise UserError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {args.sampler!r}")
     if args.steps < 0 or args.steps == 1:
         raise UserError(f"--steps must be at least 2 (0: from --timestep_respacing), got {args.steps}")
-    if args.steps and args.timestep_respacing:
-        raise UserError(f"--steps {args.steps} and --timestep_respacing {args.timestep_respacing} both choose the "
-                        "steps; give one")
-    if args.steps:
+    if args.steps and (not args.timestep_respacing or last_given(("steps", "timestep_respacing"), argv) == "steps"):
         args.timestep_respacing = str(args.steps)
     return sampler
 
@@ -347,8 +348,8 @@ def build_denoiser(args: argparse.Namespace, kind: str, sampler: str) -> tuple[V
 def main() -> None:
     args = dist_util.agree(lambda: parse_args_with_config(create_argparser()))
     dist_util.agree(lambda: check_flags(args))
-    sampler = dist_util.agree(lambda: choose_sampler(args))
     argv = sys.argv[1:]
+    sampler = dist_util.agree(lambda: choose_sampler(args, argv))
     stored = dist_util.from_root(lambda: read_model_record(args.model_path))
     kind = dist_util.agree(lambda: choose_model_kind(args, argv, stored))
     voxel_mm, voxel_source = dist_util.agree(lambda: model_voxel_size(args, argv, stored))

@@ -133,7 +133,10 @@ def test_launcher_takes_environment_and_passes_arguments_through(workdir):
                             capture_output=True, text=True, timeout=240, env=env)
     assert result.returncode == 0, result.stderr
     sidecar = json.loads((save / "scan_denoised.json").read_text())
-    assert sidecar["num_ranks"] == 2 and sidecar["flags"]["timestep_respacing"] == "ddim3"
+    assert sidecar["num_ranks"] == 2 and sidecar["flags"]["timestep_respacing"] == "ddim3"  # passed through, later
+    # the launcher's own sampler defaults: ancestral, from the warm start measured on the input
+    assert sidecar["sampler"]["sampler"] == "ddpm" and sidecar["flags"]["start_timestep"] == "auto"
+    assert sidecar["warm_start"]["start_timestep"] >= 1
 
 
 def scan_args(workdir: Path, save: Path) -> list[str]:
@@ -149,8 +152,12 @@ def test_sampler_and_steps_flags(workdir):
     assert result.returncode == 0, result.stderr
     sampler = json.loads((save / "scan_denoised.json").read_text())["sampler"]
     assert sampler["sampler"] == "dpmpp2m" and sampler["steps"] == 3
-    both = run([*args, "--steps", "3", "--timestep_respacing", "ddim3", "--overwrite", "True"], ranks=0)
-    assert both.returncode == 1 and "give one" in both.stderr
+    # the later of --steps / --timestep_respacing and of --sampler / --use_ddim wins, as the launcher needs
+    later = run([*args, "--sampler", "dpmpp2m", "--steps", "3", "--use_ddim", "True", "--timestep_respacing", "ddim2",
+                 "--overwrite", "True"], ranks=0)
+    assert later.returncode == 0, later.stderr
+    sampler = json.loads((save / "scan_denoised.json").read_text())["sampler"]
+    assert sampler["sampler"] == "ddim" and sampler["steps"] == 2
     unknown = run([*args, "--sampler", "heun", "--overwrite", "True"], ranks=0)
     assert unknown.returncode == 1 and "--sampler must be one of ddpm, ddim, dpmpp2m" in unknown.stderr
 
