@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tables import format_table
+from common import format_table
 
 from guided_diffusion import dist_util
 from guided_diffusion.checkpoint import load_model_weights

@@ -45,10 +45,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from common import format_table, parse_shape
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 from sampler_quality import QUALITY_COLUMNS, add_quality_flags, sampler_quality, setup_from_args
-from tables import format_table
 
 from guided_diffusion import dist_util
 from guided_diffusion.atomic import atomic_write
@@ -98,17 +98,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({torch.get_num_threads()} threads of {len(os.sched_getaffinity(0))} cores)"
-
-
-def parse_shape(value: str, flag: str) -> tuple[int, int, int]:
-    """'a,b,c' -> three positive ints, or a UserError naming ``flag``."""
-    try:
-        shape = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise UserError(f"{flag} takes three positive integers like 96,192,288, got {value!r}")
-    return shape
 
 
 def default_precisions(device: torch.device) -> list[str]:

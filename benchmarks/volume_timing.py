@@ -28,7 +28,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from tables import format_table
+from common import format_table, parse_shape
 
 from guided_diffusion import dist_util
 from guided_diffusion.errors import UserError
@@ -68,16 +68,6 @@ def parse_settings(text: str) -> list[tuple[str, list[str]]]:
     return settings
 
 
-def parse_volume(text: str) -> tuple[int, int, int]:
-    try:
-        shape = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise UserError(f"--volume must be three positive sizes X,Y,Z, got {text!r}")
-    return shape
-
-
 def synthetic_body(shape: tuple[int, int, int], seed: int) -> np.ndarray:
     """An (X, Y, Z) elliptic cylinder of SUV 1 filling 80 % of the field, plus N(0, 0.3) noise, clipped at 0."""
     x, y = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
@@ -94,7 +84,8 @@ def write_inputs(args, out_dir: Path) -> tuple[Path, Path]:
     torch.save(model.state_dict(), checkpoint)
     voxel = args.model_voxel_size or DEFAULT_VOXEL_MM
     volume = out_dir / "synthetic_body.nii.gz"
-    nib.save(nib.Nifti1Image(synthetic_body(parse_volume(args.volume), args.seed), np.diag([voxel] * 3 + [1.0])), volume)
+    body = synthetic_body(parse_shape(args.volume, "--volume"), args.seed)
+    nib.save(nib.Nifti1Image(body, np.diag([voxel] * 3 + [1.0])), volume)
     return checkpoint, volume
 
 
@@ -124,7 +115,7 @@ def run_setting(args, name: str, flags: list[str], checkpoint: Path, volume: Pat
 def main() -> None:
     args = parse_args_with_config(create_argparser())
     settings = parse_settings(args.settings)
-    parse_volume(args.volume)
+    parse_shape(args.volume, "--volume")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint, volume = write_inputs(args, out_dir)
