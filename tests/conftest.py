@@ -47,6 +47,7 @@ SLOW_TESTS = {
     ),
     "test_simulation.py": ("test_make_phantoms_writes_pairs",),
     "test_sampler_quality.py": ("test_every_setting_starts_where_the_full_chain_does",),
+    "test_warm_start.py": ("test_the_scale_is_fitted_on_pairs_from_disk",),
     "test_volume_timing.py": ("test_one_setting_runs_the_denoising_script_and_reports_its_evaluations",),
     "test_evaluate_cli.py": (
         "test_one_case_with_two_results_labels_and_lesions", "test_cases_csv_with_two_doses_and_grouping_columns",

@@ -21,6 +21,7 @@ from conftest import REPO
     ("scripts/test.py", ["--base_samples", "x.nii.gz", "--model_path", "m.pt", "--steps", "1"], "--steps"),
     ("benchmarks/sampler_quality.py", ["--start_timestep", "late"], "--start_timestep"),
     ("benchmarks/volume_timing.py", ["--settings", "--precision bf16"], "--settings"),
+    ("benchmarks/warm_start.py", ["--starts", "0,10"], "--starts"),
 ])
 def test_scripts_share_one_exit_status_for_bad_flags(tmp_path, script, argv, named):
     result = subprocess.run([sys.executable, str(REPO / script), *argv], capture_output=True, text=True,

@@ -1,7 +1,15 @@
-"""The warm start chosen from the input's noise: the noise estimate and the step it maps to."""
+"""The warm start chosen from the input's noise: the noise estimate, the step it maps to, and the fit of its
+scale on validation pairs (benchmarks/warm_start.py --pairs)."""
+
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from guided_diffusion import gaussian_diffusion as gd
 from guided_diffusion.errors import UserError
@@ -48,3 +56,23 @@ def test_start_step_is_the_first_whose_noise_level_reaches_the_target():
     assert start_timestep_for_noise(ALPHAS_CUMPROD, 1e6, 8.0) == 999
     with pytest.raises(ValueError):
         start_timestep_for_noise(ALPHAS_CUMPROD, float("nan"), 8.0)
+
+
+def test_the_scale_is_fitted_on_pairs_from_disk(tmp_path):
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_phantoms.py"), "--out_dir", str(tmp_path / "pairs"),
+                    "--num_subjects", "1", "--seed", "4100", "--voxel_size", "8", "--axial_extent_mm", "64",
+                    "--dose_levels", "1/4,1/50", "--format", "nifti"], check=True, capture_output=True)
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "warm_start.py"), "--config", "demo",
+                             "--model_path", str(REPO / "models" / "demo_all_doses" / "model_ema.pt"),
+                             "--pairs", str(tmp_path / "pairs"), "--starts", "5,40", "--steps", "2",
+                             "--patch_axial", "16", "--out", str(tmp_path / "scale.csv")],
+                            capture_output=True, text=True, check=False, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((tmp_path / "scale.csv").open()))
+    assert [Path(r["case"]).name for r in rows] == ["subject000_dose1-4.nii.gz"] * 2 + ["subject000_dose1-50.nii.gz"] * 2
+    noise = [float(r["noise_sd_model"]) for r in rows]
+    assert noise[2] > 2 * noise[0] > 0  # 1/50 is noisier than 1/4
+    best = {r["case"]: max((x for x in rows if x["case"] == r["case"]), key=lambda x: float(x["psnr"])) for r in rows}
+    expected = math.exp(np.mean([math.log(float(r["level_ratio"])) for r in best.values()]))
+    printed = float(result.stdout.strip().splitlines()[-1].rsplit(" ", 1)[1])
+    assert printed == pytest.approx(expected, abs=0.01)
