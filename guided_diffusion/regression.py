@@ -19,7 +19,7 @@ import torch
 REGRESSION_LOSSES = ("l1", "l2")
 
 
-def _mean_per_sample(x: torch.Tensor) -> torch.Tensor:
+def mean_per_sample(x: torch.Tensor) -> torch.Tensor:
     """(N, ...) -> (N,): the mean over every axis but the first."""
     return x.reshape(x.shape[0], -1).mean(dim=1)
 
@@ -54,10 +54,13 @@ class RegressionProcess:
         """
         del noise
         low = (model_kwargs or {})["low_res"]
-        prediction = model(low, t)
-        error = prediction - x_start
-        mse = _mean_per_sample(error**2)
-        loss = mse if self.loss == "l2" else _mean_per_sample(error.abs())
+        return self.regression_losses(model(low, t), x_start)
+
+    def regression_losses(self, prediction: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-sample (N,) 'loss' (the chosen loss) and 'mse' of ``prediction`` against ``target`` (N, 1, ...)."""
+        error = prediction - target
+        mse = mean_per_sample(error**2)
+        loss = mse if self.loss == "l2" else mean_per_sample(error.abs())
         return {"loss": loss, "mse": mse}
 
     def predict(self, model: Callable, low: torch.Tensor, clip: bool = True) -> torch.Tensor:

@@ -10,6 +10,7 @@ re-exported here so that code written for the paper's scripts keeps working.
 from __future__ import annotations
 
 from . import gaussian_diffusion as gd
+from .adversarial import DEFAULT_ADV_WEIGHT, DEFAULT_DISC_CHANNELS, AdversarialProcess, PatchDiscriminator
 from .errors import UserError
 from .flags import add_dict_to_argparser, args_to_dict, load_config, parse_args_with_config, str2bool
 from .regression import REGRESSION_LOSSES, RegressionProcess
@@ -32,9 +33,10 @@ CHANNEL_MULT_BY_SIZE = {
     64: (1, 2, 3, 4),
 }
 
-#: What the network is trained to do: "diffusion" (the paper's conditional DDPM) or "regression"
-#: (the same UNet mapping the low dose to the full dose in one pass, a baseline).
-MODEL_KINDS = ("diffusion", "regression")
+#: What the network is trained to do: "diffusion" (the paper's conditional DDPM), "regression"
+#: (the same UNet mapping the low dose to the full dose in one pass, a baseline) or "gan" (that UNet
+#: trained against a patch discriminator, the 3D GAN baseline; it denoises as "regression" does).
+MODEL_KINDS = ("diffusion", "regression", "gan")
 
 
 def diffusion_defaults() -> dict:
@@ -53,7 +55,7 @@ def diffusion_defaults() -> dict:
 
 def sr_model_and_diffusion_defaults() -> dict:
     """Defaults of every model and diffusion flag of the paper's scripts (plus ``channel_mult``, ``dims``,
-    ``model_kind`` and ``regression_loss``)."""
+    ``model_kind``, ``regression_loss`` and the GAN baseline's ``adv_weight`` and ``disc_channels``)."""
     return dict(
         large_size=256,
         small_size=64,
@@ -73,6 +75,8 @@ def sr_model_and_diffusion_defaults() -> dict:
         use_fp16=False,
         model_kind="diffusion",
         regression_loss="l1",
+        adv_weight=DEFAULT_ADV_WEIGHT,
+        disc_channels=DEFAULT_DISC_CHANNELS,
         **diffusion_defaults(),
     )
 
@@ -132,6 +136,8 @@ def sr_create_model_and_diffusion(
     start_timestep: int = 0,
     model_kind: str = "diffusion",
     regression_loss: str = "l1",
+    adv_weight: float = DEFAULT_ADV_WEIGHT,
+    disc_channels: int = DEFAULT_DISC_CHANNELS,
 ) -> tuple[UNetModel, SpacedDiffusion | RegressionProcess]:
     """Build the conditional UNet and its diffusion process from the paper's flags.
 
@@ -139,7 +145,10 @@ def sr_create_model_and_diffusion(
     With ``model_kind="regression"`` the network is the same UNet with one input
     channel (the low dose) and one output channel (``learn_sigma`` does not apply),
     and the process a :class:`~guided_diffusion.regression.RegressionProcess`
-    (``regression_loss`` "l1" or "l2"; the diffusion flags are not used).
+    (``regression_loss`` "l1" or "l2"; the diffusion flags are not used). With
+    ``model_kind="gan"`` the network is that UNet too, and the process an
+    :class:`~guided_diffusion.adversarial.AdversarialProcess` holding a patch
+    discriminator of ``disc_channels`` and weighting its term by ``adv_weight``.
     """
     del small_size  # the conditioning volume has the same size as the output in denoising
     check_model_kind(model_kind, regression_loss)
@@ -152,6 +161,8 @@ def sr_create_model_and_diffusion(
     )
     if model_kind == "regression":
         return model, RegressionProcess(regression_loss)
+    if model_kind == "gan":
+        return model, AdversarialProcess(regression_loss, adv_weight, PatchDiscriminator(dims, disc_channels))
     diffusion = create_gaussian_diffusion(
         steps=diffusion_steps, learn_sigma=learn_sigma, noise_schedule=noise_schedule, use_kl=use_kl,
         predict_xstart=predict_xstart, rescale_timesteps=rescale_timesteps,
@@ -182,12 +193,12 @@ def sr_create_model(
     model_kind: str = "diffusion",
 ) -> UNetModel:
     """The network alone: for diffusion the conditional UNet (one image channel, plus the conditioning
-    channel; ``model(x_t, t, low_res=low)``), for regression the same UNet with the low dose as its one
-    input channel and one output channel (``model(low, t)``)."""
+    channel; ``model(x_t, t, low_res=low)``), for regression and the GAN the same UNet with the low dose
+    as its one input channel and one output channel (``model(low, t)``)."""
     if dims not in (2, 3):
         raise UserError(f"--dims must be 2 or 3, got {dims}")
     check_model_kind(model_kind)
-    regression = model_kind == "regression"
+    regression = model_kind != "diffusion"
     return (UNetModel if regression else SuperResModel)(
         in_channels=1,
         model_channels=num_channels,

@@ -8,7 +8,8 @@ gradients are accumulated.
 
 A checkpoint ``checkpoint_{step:07d}.pt`` (see :mod:`guided_diffusion.train_state`)
 holds ``{"format", "step", "model", "ema": {rate: state_dict}, "optimizer",
-"scaler", "sampler", "rng", "rank_checksums", "flags", "options"}``: ``rng`` has every rank's
+"scaler", "sampler", "rng", "rank_checksums", "flags", "options"}`` (and, for the
+GAN baseline, ``"discriminator"``: its weights, optimiser and scaler): ``rng`` has every rank's
 torch / numpy / noise generator states and the data stream position, ``flags``
 every model and diffusion flag (``sr_create_model_and_diffusion(**flags)``
 rebuilds the network), ``options`` the :class:`TrainOptions`. Only tensors,
@@ -33,12 +34,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import dist_util, storage
+from .adversarial import AdversarialProcess
 from .checkpoint import CHECKPOINT_FORMAT, load_model_weights, read_checkpoint
 from .ema import EMA, parse_ema_rates
 from .errors import UserError
 from .gaussian_diffusion import GaussianDiffusion
 from .regression import RegressionProcess
 from .resample import LossAwareSampler, ScheduleSampler, create_named_schedule_sampler
+from .train_adversary import DiscriminatorTrainer
 from .train_log import ProgressLog
 from .train_state import latest_checkpoint, prune_checkpoints, remove_stale_temporaries, write_checkpoint
 
@@ -47,6 +50,8 @@ AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 TIMESTEP_STREAM, NOISE_STREAM, TORCH_STREAM = 0x7157, 0x4015E, 0x70C4
 # Differences in these flags do not change the network's layout, so a run may resume with other values.
 RESUMABLE_FLAG_CHANGES = ("use_fp16", "timestep_respacing", "regression_loss")
+#: progress.csv columns of the GAN baseline: the generator's loss terms and the discriminator's losses.
+ADVERSARIAL_COLUMNS = ("regression", "adv", "d_loss", "d_real", "d_fake")
 
 
 @dataclass
@@ -133,8 +138,10 @@ class TrainLoop:
     Args:
         model: the conditional UNet, called as ``model(x_t, t, low_res=low)`` (or, for the
             regression baseline, the UNet called as ``model(low, t)``).
-        diffusion: the training process (``training_losses``): a diffusion process or a
-            :class:`~guided_diffusion.regression.RegressionProcess`.
+        diffusion: the training process (``training_losses``): a diffusion process, a
+            :class:`~guided_diffusion.regression.RegressionProcess`, or an
+            :class:`~guided_diffusion.adversarial.AdversarialProcess` (the GAN baseline,
+            whose discriminator is trained after every generator step).
         data: ``data(start_batch)`` -> iterable of (full, low) batches, each (B, 1, Z, X, Y)
             (3D network) or (B, 1, X, Y) (2D network, axial slices) in the model range,
             starting at this rank's batch ``start_batch``.
@@ -167,6 +174,9 @@ class TrainLoop:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.sampler: ScheduleSampler = create_named_schedule_sampler(options.schedule_sampler, diffusion)
         self.rates = parse_ema_rates(options.ema_rate)
+        self.adversary = DiscriminatorTrainer(
+            diffusion, self.device, options.lr, options.weight_decay, self._autocast, self.precision == "fp16",
+        ) if isinstance(diffusion, AdversarialProcess) else None
 
         resume = dist_util.from_root(self._resume_path)
         self.step = dist_util.agree(lambda: self._start(resume))
@@ -178,8 +188,11 @@ class TrainLoop:
             self.ddp_model = DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
             )
+            if self.adversary is not None:
+                self.adversary.distribute()
         self.eval_model = copy.deepcopy(self.model).eval() if evaluator is not None else None
-        columns = evaluator.metric_names if evaluator is not None else ()
+        columns = (*(ADVERSARIAL_COLUMNS if self.adversary else ()),
+                   *(evaluator.metric_names if evaluator is not None else ()))
         self.log = ProgressLog(storage.join(self.folder, "progress.csv"), columns, start_step=self.step)
 
     # -- start: fresh, fine-tuned or resumed ---------------------------------
@@ -216,6 +229,8 @@ class TrainLoop:
             group["weight_decay"] = self.options.weight_decay
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
+        if self.adversary is not None:
+            self.adversary.load_state_dict(ckpt["discriminator"])
         if ckpt["options"]["schedule_sampler"] == self.options.schedule_sampler:
             self.sampler.load_state_dict(ckpt["sampler"])
         step = int(ckpt["step"])
@@ -352,6 +367,11 @@ class TrainLoop:
         self.ema.update(self.model, self.step + 1)
         self.log.add("grad_norm", grad_norm.item())
         self.log.add("lr", lr)
+        if self.adversary is not None:
+            for name in ("regression", "adv"):
+                self.log.add(name, losses[name].sum().item(), batch)
+            for name, value in self.adversary.step(low, full, self.diffusion.take_predictions(), lr).items():
+                self.log.add(name, value)
 
     # -- validation and checkpoints ------------------------------------------
 
@@ -371,8 +391,10 @@ class TrainLoop:
     def save(self) -> None:
         """Write the checkpoint and EMA files of this step (rank 0), then prune old ones. A collective."""
         generators = dist_util.COMM.gather(self._capture_generators(), root=0)
-        # Every rank's parameters must be identical (DDP); a record of it, checked here and by tests.
-        checksums = dist_util.COMM.gather(parameter_checksum(self.model), root=0)
+        # Every rank's parameters (and discriminator's) must be identical (DDP); a record of it, checked here
+        # and by tests.
+        models = [self.model] + ([self.adversary.module] if self.adversary is not None else [])
+        checksums = dist_util.COMM.gather(":".join(parameter_checksum(m) for m in models), root=0)
         if self.rank != 0:
             return
         if len(set(checksums)) > 1:
@@ -391,5 +413,7 @@ class TrainLoop:
             "flags": self.flags,
             "options": asdict(self.options),
         }
+        if self.adversary is not None:
+            state["discriminator"] = self.adversary.state_dict()
         write_checkpoint(self.folder, self.step, state, emas)
         prune_checkpoints(self.folder, self.options.keep_last)

@@ -10,8 +10,8 @@ the input's exact grid and writes ``<name>_denoised`` (same format, shape and
 affine as the input; and/or a DICOM series), ``<name>_denoised_std`` when
 --num_ensemble > 1, and a JSON sidecar.
 
-Baselines take the same path (README.md, "Baselines"): a regression checkpoint
-(``--model_kind regression``, read from the checkpoint) is one forward pass per
+Baselines take the same path (README.md, "Baselines"): a regression or GAN checkpoint
+(``--model_kind regression|gan``, read from the checkpoint) is one forward pass per
 patch; a 2D network (``--dims 2``) denoises slice by slice; ``--model_path
 gaussian.json`` (from scripts/fit_gaussian.py) or ``--gaussian_fwhm_mm F`` filters
 each volume on the model grid with no network.
@@ -198,7 +198,7 @@ def read_model_record(model_path: str) -> dict | None:
 
 
 def choose_model_kind(args: argparse.Namespace, argv: Sequence[str], stored: dict | None) -> str:
-    """What denoises: "gaussian", "regression" or "diffusion"; sets ``args`` to match.
+    """What denoises: "gaussian", "regression", "gan" or "diffusion"; sets ``args`` to match.
 
     The Gaussian filter when --gaussian_fwhm_mm is given (it beats a fit file's
     FWHM) or --model_path is a fit file. For a network, --model_kind and --dims
@@ -335,10 +335,10 @@ def build_denoiser(args: argparse.Namespace, kind: str, sampler: str) -> tuple[V
     denoiser = VolumeDenoiser(model, process, sampling, patching, args.suv_max, args.keep_saturated)
     network = {"precision": model.precision, "channels_last": args.channels_last, "compile": args.compile,
                "dims": model.dims}
-    if kind == "regression":
-        record = {"process": "regression, one forward pass per patch", "batch_size": args.batch_size,
+    if kind != "diffusion":  # regression or GAN: the generator's one forward pass
+        record = {"process": f"{kind}, one forward pass per patch", "batch_size": args.batch_size,
                   "clip_denoised": args.clip_denoised, **network}
-        return denoiser, record, f"UNet{model.dims}D regression denoised", ["one pass"]
+        return denoiser, record, f"UNet{model.dims}D {kind} denoised", ["one pass"]
     record = {**asdict(sampling), "steps": process.num_timesteps, "start_timestep": args.start_timestep, **network}
     start = f" from t={args.start_timestep}" if args.start_timestep else ""
     steps = f"{sampler} {process.num_timesteps} steps{start}"

@@ -5,7 +5,9 @@
 
 Baselines on the same data, crops and loop (README.md, "Baselines"):
 ``--model_kind regression [--regression_loss l1|l2]`` trains the same UNet to map the
-low dose to the full dose in one pass; ``--dims 2`` trains a 2D network on axial slices.
+low dose to the full dose in one pass; ``--model_kind gan [--adv_weight W --disc_channels C]``
+trains it against a patch discriminator (the 3D GAN baseline); ``--dims 2`` trains a 2D
+network on axial slices.
 
 Pairs are found recursively in --data_dir (see README.md, "Data layout") and brought onto
 the model grid: RAS orientation, --model_voxel_size mm voxels (default 0: the voxel size
@@ -22,6 +24,7 @@ from pathlib import Path
 import torch
 
 from guided_diffusion import dist_util, storage
+from guided_diffusion.adversarial import MIN_DISC_INPUT
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, args_to_dict, parse_args_with_config
 from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX, check_suv_max
@@ -70,8 +73,10 @@ def check_flags(args: argparse.Namespace, options: TrainOptions) -> tuple[int, i
     if args.dims not in (2, 3):
         raise UserError(f"--dims {args.dims}: use 3 (volumes) or 2 (axial slices)")
     check_model_kind(args.model_kind, args.regression_loss)
-    if args.model_kind == "regression" and args.val_start_timestep:
-        raise UserError("--val_start_timestep: a regression model has no diffusion steps; leave it at 0")
+    if args.model_kind != "diffusion" and args.val_start_timestep:
+        raise UserError(f"--val_start_timestep: a {args.model_kind} model has no diffusion steps; leave it at 0")
+    if args.model_kind == "gan":
+        check_gan_flags(args)
     if not args.model_voxel_size >= 0:
         raise UserError(f"--model_voxel_size {args.model_voxel_size}: give the model's voxel size in mm, "
                         "or 0 to take it from the data")
@@ -82,7 +87,19 @@ def check_flags(args: argparse.Namespace, options: TrainOptions) -> tuple[int, i
                         "give one when --result_folder is a URL")
     check_suv_max(args.suv_max)
     options.check()
-    return parse_patch_size(args.patch_size, args.dims)
+    patch = parse_patch_size(args.patch_size, args.dims)
+    if args.model_kind == "gan" and min(patch[:args.dims]) < MIN_DISC_INPUT:
+        raise UserError(f"--patch_size {args.patch_size}: the GAN's discriminator needs crops of at least "
+                        f"{MIN_DISC_INPUT} voxels on every axis")
+    return patch
+
+
+def check_gan_flags(args: argparse.Namespace) -> None:
+    """Refuse GAN flags that cannot work, naming the flag."""
+    if not args.adv_weight >= 0:
+        raise UserError(f"--adv_weight must be 0 or more, got {args.adv_weight}")
+    if args.disc_channels < 8 or args.disc_channels % 8:
+        raise UserError(f"--disc_channels must be a positive multiple of 8, got {args.disc_channels}")
 
 
 def main() -> None:
@@ -108,7 +125,7 @@ def main() -> None:
         val_entries = dist_util.agree(lambda: find_pairs(args.val_dir, "--val_dir"))
         val_pairs = dist_util.agree(lambda: prepare_pairs(val_entries, cache, patch, voxel_size))
         # The regression baseline is scored on its one forward pass, the diffusion model on a short DDIM run.
-        val_process = diffusion if args.model_kind == "regression" else dist_util.agree(lambda: diffusion_from_flags(
+        val_process = diffusion if args.model_kind != "diffusion" else dist_util.agree(lambda: diffusion_from_flags(
             flags, timestep_respacing=args.val_respacing, start_timestep=args.val_start_timestep))
         evaluator = CropEvaluator(val_pairs, val_process, patch, args.val_crops, dist_util.dev(), args.suv_max,
                                   warm_start=args.val_start_timestep > 0, dims=args.dims)
