@@ -12,8 +12,8 @@ the path users take (nothing here denoises or scores by itself):
    same anatomies (one seed) on every scanner with FDG and on the training
    scanner with every other tracer, at the six doses.
 2. ``scripts/train.py``: the 3D DDPM, the 3D UNet regression (the same backbone,
-   L1) and the 2D DDPM (``--dims 2``), each on the same data, steps, batch and
-   crops; ``scripts/fit_gaussian.py``: the Gaussian filter's FWHM per dose,
+   L1), the 3D GAN (that UNet against a patch discriminator) and the 2D DDPM
+   (``--dims 2``), each on the same data, steps, batch and crops; ``scripts/fit_gaussian.py``: the Gaussian filter's FWHM per dose,
    chosen on the validation subjects.
 3. ``scripts/test.py``: every test volume through every method; the 3D DDPM
    as an ensemble (``--num_ensemble``), with the warm start chosen from each
@@ -71,7 +71,7 @@ class Budget:
         voxel_size: mm, every scanner (the CPU budget cannot afford 1.65 mm).
         train_steps, batch_size, patch_size: training of each network (3D crops "X,Y,Z";
             the 2D DDPM gets the same number of voxels per batch as slices).
-        config: network preset of all three networks.
+        config: network preset of every network.
         sample_steps, num_ensemble: the DDPM samplers' steps and ensemble size at test time.
         presets: simulate with the scanner and tracer presets (training on ``quadra`` FDG; tests on
             every scanner and tracer); False: the simulator's own settings, FDG, for every split
@@ -113,6 +113,7 @@ BUDGETS = {
 NETWORKS = {
     "ddpm3d": [],
     "unet3d": ["--model_kind", "regression", "--regression_loss", "l1"],
+    "gan3d": ["--model_kind", "gan", "--regression_loss", "l1"],
     "ddpm2d": ["--dims", "2"],
 }
 
@@ -207,7 +208,7 @@ def simulate(runner: Runner, budget: Budget, work: Path) -> None:
 
 
 def train(runner: Runner, budget: Budget, work: Path) -> dict[str, Path]:
-    """Train the three networks and fit the Gaussian per dose; returns method -> model path (Gaussians per dose)."""
+    """Train the networks and fit the Gaussian per dose; returns method -> model path (Gaussians per dose)."""
     models = {}
     for name, flags in NETWORKS.items() if budget.train_steps else ():
         folder = work / "models" / name

@@ -27,8 +27,8 @@ from .regression import RegressionProcess, mean_per_sample
 DEFAULT_ADV_WEIGHT = 0.01
 #: Default width of the discriminator's first layer.
 DEFAULT_DISC_CHANNELS = 32
-#: The smallest crop edge (voxels) the discriminator takes: its grid shrinks to size / 8 - 2.
-MIN_DISC_INPUT = 24
+#: The smallest crop edge (voxels) the discriminator takes: its grid is size // 8 per axis.
+MIN_DISC_INPUT = 8
 
 
 def _conv(dims: int, *args, **kwargs) -> nn.Module:
@@ -39,15 +39,17 @@ class PatchDiscriminator(nn.Module):
     """A conditional PatchGAN: (low dose, image) -> a map of real/generated logits.
 
     Three stride-2 convolutions (kernel 4) of ``channels``, 2x and 4x that
-    width, one stride-1 convolution of 8x, then a 1-channel output; LeakyReLU
-    (0.2) after each, GroupNorm (8 groups) after all but the first. Each output
-    logit sees a cube of 70 voxels.
+    width, one stride-1 convolution (kernel 3) of 8x, then a 1-channel output
+    (kernel 3); LeakyReLU (0.2) after each but the output, GroupNorm (8 groups)
+    after all but the first. pix2pix's layout, with kernel-3 "same" convolutions
+    in its stride-1 layers so that crops as small as 8 voxels per axis fit (3D
+    crops are small); each output logit sees a cube of 54 voxels.
 
     Args:
         dims: 3 (volumes, inputs (N, 1, Z, X, Y)) or 2 (slices, (N, 1, X, Y)).
         channels: width of the first layer.
 
-    ``forward(low, image)`` -> logits (N, 1, ...) over a grid of about 1/8 of the input's size per axis.
+    ``forward(low, image)`` -> logits (N, 1, ...) over a grid of ``size // 8`` per axis.
     """
 
     def __init__(self, dims: int = 3, channels: int = DEFAULT_DISC_CHANNELS):
@@ -57,9 +59,10 @@ class PatchDiscriminator(nn.Module):
         widths = [channels, 2 * channels, 4 * channels, 8 * channels]
         layers: list[nn.Module] = [_conv(dims, 2, widths[0], 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
         for inner, outer, stride in zip(widths, widths[1:], (2, 2, 1)):
-            layers += [_conv(dims, inner, outer, 4, stride=stride, padding=1), nn.GroupNorm(8, outer),
+            kernel = 4 if stride == 2 else 3
+            layers += [_conv(dims, inner, outer, kernel, stride=stride, padding=1), nn.GroupNorm(8, outer),
                        nn.LeakyReLU(0.2)]
-        layers.append(_conv(dims, widths[-1], 1, 4, stride=1, padding=1))
+        layers.append(_conv(dims, widths[-1], 1, 3, stride=1, padding=1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, low: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
