@@ -230,6 +230,9 @@ class TrainLoop:
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.adversary is not None:
+            if "discriminator" not in ckpt:
+                raise UserError(f"--resume_checkpoint {resume} holds no discriminator; start a GAN from its "
+                                "weights with --init_weights instead")
             self.adversary.load_state_dict(ckpt["discriminator"])
         if ckpt["options"]["schedule_sampler"] == self.options.schedule_sampler:
             self.sampler.load_state_dict(ckpt["sampler"])
