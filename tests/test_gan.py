@@ -14,6 +14,7 @@ from test_baselines import NET, TEST, TINY, progress, run_script
 from training_helpers import TINY_NET, run_train, write_npz_pair
 
 from guided_diffusion.adversarial import MIN_DISC_INPUT, AdversarialProcess, PatchDiscriminator
+from guided_diffusion.errors import UserError
 from guided_diffusion.pet.training.crops import PairCropDataset, crop_loader
 from guided_diffusion.pet.training.pairs import find_pairs, prepare_pairs
 from guided_diffusion.regression import RegressionProcess
@@ -140,3 +141,23 @@ def test_bad_gan_flags_one_line_exit_1(tmp_path, args, named):
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and named in lines[0]
     assert not (tmp_path / "never").exists()
+
+
+def test_resuming_a_gan_needs_its_discriminator(tmp_path):
+    write_npz_pair(tmp_path / "data" / "pair.npz", shape=(8, 8, 8))
+    pairs = prepare_pairs(find_pairs(tmp_path / "data"), tmp_path / "cache", (8, 8, 8))
+    flags = {**TINY, "model_kind": "gan", "disc_channels": 8}
+
+    def loop() -> TrainLoop:
+        model, process = sr_create_model_and_diffusion(**flags)
+        options = TrainOptions(result_folder=str(tmp_path / "run"), batch_size=1, max_steps=1, save_interval=1)
+        return TrainLoop(model=model, diffusion=process, options=options, flags=flags, data=lambda start: iter(
+            crop_loader(PairCropDataset(pairs, (8, 8, 8), 1, seed=0, rank=0, start_batch=start), 0)))
+
+    loop().run_loop()
+    path = tmp_path / "run" / "checkpoint_0000001.pt"
+    state = torch.load(path, weights_only=True)
+    del state["discriminator"]
+    torch.save(state, path)
+    with pytest.raises(UserError, match="holds no discriminator"):
+        loop()
