@@ -1,7 +1,7 @@
 """The paper's comparison, reproducible: simulate, train the 3D DDPM and the baselines on one budget, denoise, score.
 
     python benchmarks/compare.py --budget cpu \
-        --extra_model ddpm3d_demo=models/demo_all_doses/model_ema.pt   # `make compare`; about 1.5 h on 2 cores
+        --extra_model ddpm3d_demo=models/demo_all_doses/model_ema.pt   # `make compare`; about 30 min on 2 idle cores
     python benchmarks/compare.py --budget gpu --ranks 1       # the same on one GPU, larger
 
 Every stage is a call of the project's own scripts, so the comparison takes
