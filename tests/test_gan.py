@@ -161,3 +161,16 @@ def test_resuming_a_gan_needs_its_discriminator(tmp_path):
     torch.save(state, path)
     with pytest.raises(UserError, match="holds no discriminator"):
         loop()
+
+
+def test_a_2d_gan_trains_on_axial_slices(tmp_path):
+    write_npz_pair(tmp_path / "data" / "pair.npz", shape=(16, 16, 4))
+    pairs = prepare_pairs(find_pairs(tmp_path / "data"), tmp_path / "cache", (16, 16, 1))
+    flags = {**TINY, "model_kind": "gan", "disc_channels": 8, "dims": 2}
+    model, process = sr_create_model_and_diffusion(**flags)
+    options = TrainOptions(result_folder=str(tmp_path / "run"), batch_size=2, max_steps=2, save_interval=2)
+    TrainLoop(model=model, diffusion=process, options=options, flags=flags, data=lambda start: iter(crop_loader(
+        PairCropDataset(pairs, (16, 16, 1), 2, seed=0, rank=0, start_batch=start, dims=2), 0))).run_loop()
+    state = torch.load(tmp_path / "run" / "checkpoint_0000002.pt", weights_only=True)
+    assert state["discriminator"]["model"]["net.0.weight"].ndim == 4  # Conv2d: (out, 2, 4, 4)
+    assert all(float(r["d_loss"]) > 0 for r in progress(tmp_path / "run"))
