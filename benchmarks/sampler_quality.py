@@ -34,7 +34,7 @@ from common import format_table
 
 from guided_diffusion import dist_util
 from guided_diffusion.checkpoint import load_model_weights
-from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser
+from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser, warm_start_for_volume
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, parse_args_with_config
 from guided_diffusion.inference import InferenceNetwork
@@ -43,7 +43,6 @@ from guided_diffusion.pet.eval.metrics import psnr, ssim
 from guided_diffusion.pet.eval.reports import write_csv
 from guided_diffusion.pet.eval.scoring import score_against_full_dose
 from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX
-from guided_diffusion.pet.noise_level import estimate_noise_sd
 from guided_diffusion.pet.sim.cases import EvaluationCase, simulated_case
 from guided_diffusion.pet.sim.doses import parse_dose_fractions
 from guided_diffusion.script_util import (
@@ -51,7 +50,7 @@ from guided_diffusion.script_util import (
     sr_create_model_and_diffusion,
     sr_model_and_diffusion_defaults,
 )
-from guided_diffusion.warm_start import AUTO, DEFAULT_WARM_START_SCALE, read_start_timestep, start_timestep_for_noise
+from guided_diffusion.warm_start import AUTO, DEFAULT_WARM_START_SCALE, read_start_timestep
 
 #: Columns of the quality table: (header, key, format).
 QUALITY_COLUMNS = [("method", "method", "{}"), ("steps", "steps", "{:.0f}"), ("T0", "start_timestep", "{:.1f}"),
@@ -107,8 +106,8 @@ def case_start(setup: QualitySetup, case: EvaluationCase, alphas_cumprod: np.nda
     """The subject's start step: ``setup.start_timestep``, or with ``"auto"`` the step its noise asks for."""
     if setup.start_timestep != AUTO:
         return int(setup.start_timestep)
-    noise_sd = estimate_noise_sd(case.low, case.voxel_size) / DEFAULT_SUV_MAX
-    return start_timestep_for_noise(alphas_cumprod, noise_sd, setup.warm_start_scale)
+    warm = warm_start_for_volume(case.low, case.voxel_size, alphas_cumprod, DEFAULT_SUV_MAX, setup.warm_start_scale)
+    return warm["start_timestep"]
 
 
 def settings(setup: QualitySetup, full_chain: int) -> list[tuple[str, int, int]]:

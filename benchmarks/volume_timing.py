@@ -76,15 +76,15 @@ def synthetic_body(shape: tuple[int, int, int], seed: int) -> np.ndarray:
     return np.clip(body[..., None] + noise * body[..., None], 0, None)
 
 
-def write_inputs(args, out_dir: Path) -> tuple[Path, Path]:
-    """The random-weight checkpoint and the synthetic NIfTI volume, written to ``out_dir``."""
+def write_inputs(args, shape: tuple[int, int, int], out_dir: Path) -> tuple[Path, Path]:
+    """The random-weight checkpoint and the synthetic NIfTI volume of ``shape`` (X, Y, Z), written to ``out_dir``."""
     torch.manual_seed(args.seed)
     model, _ = sr_create_model_and_diffusion(**args_to_dict(args, sr_model_and_diffusion_defaults().keys()))
     checkpoint = out_dir / "random_weights.pt"
     torch.save(model.state_dict(), checkpoint)
     voxel = args.model_voxel_size or DEFAULT_VOXEL_MM
     volume = out_dir / "synthetic_body.nii.gz"
-    body = synthetic_body(parse_shape(args.volume, "--volume"), args.seed)
+    body = synthetic_body(shape, args.seed)
     nib.save(nib.Nifti1Image(body, np.diag([voxel] * 3 + [1.0])), volume)
     return checkpoint, volume
 
@@ -115,10 +115,10 @@ def run_setting(args, name: str, flags: list[str], checkpoint: Path, volume: Pat
 def main() -> None:
     args = parse_args_with_config(create_argparser())
     settings = parse_settings(args.settings)
-    parse_shape(args.volume, "--volume")
+    shape = parse_shape(args.volume, "--volume")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint, volume = write_inputs(args, out_dir)
+    checkpoint, volume = write_inputs(args, shape, out_dir)
     rows = []
     for name, flags in settings:
         rows.append(run_setting(args, name, flags, checkpoint, volume, out_dir))

@@ -27,9 +27,11 @@ from .gaussian_diffusion import GaussianDiffusion
 from .patch_sampling import Job, SamplingOptions, sample_jobs
 from .pet.ensemble import RunningMoments
 from .pet.intensity import model_to_suv, restore_saturated, suv_to_model
+from .pet.noise_level import estimate_noise_sd
 from .pet.patches import PatchBlender, PatchPlan, pad_volume, plan_patches
 from .regression import RegressionProcess
 from .sharding import round_robin
+from .warm_start import start_timestep_for_noise
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,24 @@ class VolumeResult:
     mean: np.ndarray
     std: np.ndarray | None
     timings: dict[str, float] = field(default_factory=dict)
+
+
+def warm_start_for_volume(suv: np.ndarray, voxel_size: float | Sequence[float], alphas_cumprod: np.ndarray,
+                          suv_max: float, scale: float) -> dict:
+    """The warm start of ``--start_timestep auto`` for one (X, Y, Z) SUV volume on the model grid.
+
+    Args:
+        voxel_size: mm, one value or one per axis.
+        alphas_cumprod: the full process's ``alpha_bar`` per step, shape (T,).
+        suv_max: the SUV the model maps to 1 (the noise is compared in model units).
+        scale: the ratio of step noise to input noise (``--warm_start_scale``).
+
+    Returns:
+        ``{"noise_sd_suv", "scale", "start_timestep"}``, the sidecar's record.
+    """
+    noise_sd = estimate_noise_sd(suv, voxel_size)
+    return {"noise_sd_suv": noise_sd, "scale": scale,
+            "start_timestep": start_timestep_for_noise(alphas_cumprod, noise_sd / suv_max, scale)}
 
 
 def job_offsets(plans: Sequence[PatchPlan], num_ensemble: int) -> list[int]:

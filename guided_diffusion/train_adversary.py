@@ -19,6 +19,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from .adversarial import AdversarialProcess
+from .train_log import ProgressLog
+
+#: progress.csv columns of GAN training: the generator's loss terms, then the discriminator's losses.
+LOG_COLUMNS = ("regression", "adv", "d_loss", "d_real", "d_fake")
 
 
 class DiscriminatorTrainer:
@@ -54,8 +58,17 @@ class DiscriminatorTrainer:
         self.ddp_module = DistributedDataParallel(self.module,
                                                   device_ids=[device] if device.type == "cuda" else None)
 
+    def train_step(self, log: ProgressLog, generator_losses: dict[str, torch.Tensor], low: torch.Tensor,
+                   full: torch.Tensor, lr: float) -> None:
+        """After a generator step on (``low``, ``full``) (N, 1, ...): log its loss terms (N,), then train the
+        discriminator once on that batch and the generator's kept predictions, and log its losses."""
+        for name in ("regression", "adv"):
+            log.add(name, generator_losses[name].sum().item(), len(low))
+        for name, value in self.step(low, full, self.process.take_predictions(), lr).items():
+            log.add(name, value)
+
     def step(self, low: torch.Tensor, full: torch.Tensor, generated: torch.Tensor, lr: float) -> dict[str, float]:
-        """One optimiser step of the discriminator on a batch (N, 1, ...); its mean losses."""
+        """One optimiser step of the discriminator on a batch (N, 1, ...); its mean losses (``d_*``)."""
         self.opt.zero_grad(set_to_none=True)
         losses = self.process.discriminator_losses(self._critic(self.ddp_module), low, full, generated)
         self.scaler.scale(losses["loss"].mean()).backward()

@@ -41,7 +41,7 @@ from .errors import UserError
 from .gaussian_diffusion import GaussianDiffusion
 from .regression import RegressionProcess
 from .resample import LossAwareSampler, ScheduleSampler, create_named_schedule_sampler
-from .train_adversary import DiscriminatorTrainer
+from .train_adversary import LOG_COLUMNS, DiscriminatorTrainer
 from .train_log import ProgressLog
 from .train_state import latest_checkpoint, prune_checkpoints, remove_stale_temporaries, write_checkpoint
 
@@ -50,8 +50,6 @@ AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 TIMESTEP_STREAM, NOISE_STREAM, TORCH_STREAM = 0x7157, 0x4015E, 0x70C4
 # Differences in these flags do not change the network's layout, so a run may resume with other values.
 RESUMABLE_FLAG_CHANGES = ("use_fp16", "timestep_respacing", "regression_loss")
-#: progress.csv columns of the GAN baseline: the generator's loss terms and the discriminator's losses.
-ADVERSARIAL_COLUMNS = ("regression", "adv", "d_loss", "d_real", "d_fake")
 
 
 @dataclass
@@ -191,7 +189,7 @@ class TrainLoop:
             if self.adversary is not None:
                 self.adversary.distribute()
         self.eval_model = copy.deepcopy(self.model).eval() if evaluator is not None else None
-        columns = (*(ADVERSARIAL_COLUMNS if self.adversary else ()),
+        columns = (*(LOG_COLUMNS if self.adversary else ()),
                    *(evaluator.metric_names if evaluator is not None else ()))
         self.log = ProgressLog(storage.join(self.folder, "progress.csv"), columns, start_step=self.step)
 
@@ -371,10 +369,7 @@ class TrainLoop:
         self.log.add("grad_norm", grad_norm.item())
         self.log.add("lr", lr)
         if self.adversary is not None:
-            for name in ("regression", "adv"):
-                self.log.add(name, losses[name].sum().item(), batch)
-            for name, value in self.adversary.step(low, full, self.diffusion.take_predictions(), lr).items():
-                self.log.add(name, value)
+            self.adversary.train_step(self.log, losses, low, full, lr)
 
     # -- validation and checkpoints ------------------------------------------
 

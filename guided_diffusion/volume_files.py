@@ -54,16 +54,17 @@ def check_output_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--output_format must be one of {', '.join(OUTPUT_FORMATS)}, got {args.output_format!r}")
 
 
-def given_on_command_line(flag: str, argv: Sequence[str]) -> bool:
-    """Whether ``--flag`` (or ``--flag=value``) is among ``argv``: a value set there beats any stored one."""
-    return any(arg == f"--{flag}" or arg.startswith(f"--{flag}=") for arg in argv)
-
-
 def last_given(flags: Sequence[str], argv: Sequence[str]) -> str | None:
-    """Which of ``flags`` (names without ``--``) ``argv`` gives last, or None: as with a repeated flag, the last wins."""
+    """Which of ``flags`` (names without ``--``; ``--flag`` or ``--flag=value``) ``argv`` gives last, or None:
+    as with a repeated flag, the last wins."""
     positions = {flag: i for i, arg in enumerate(argv) for flag in flags
                  if arg == f"--{flag}" or arg.startswith(f"--{flag}=")}
     return max(positions, key=positions.get) if positions else None
+
+
+def given_on_command_line(flag: str, argv: Sequence[str]) -> bool:
+    """Whether ``--flag`` (or ``--flag=value``) is among ``argv``: a value set there beats any stored one."""
+    return last_given((flag,), argv) is not None
 
 
 def model_voxel_size(args: argparse.Namespace, argv: Sequence[str], stored: dict | None) -> tuple[float, str]:

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from guided_diffusion import dist_util, storage
 from guided_diffusion.atomic import atomic_write_text
 from guided_diffusion.checkpoint import load_model_weights, stored_flags
-from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser, VolumeResult, job_offsets
+from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser, VolumeResult, job_offsets, warm_start_for_volume
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, args_to_dict, parse_args_with_config
 from guided_diffusion.inference import PRECISIONS, InferenceNetwork, default_precision, precision_note
@@ -47,7 +47,6 @@ from guided_diffusion.pet.filters import gaussian_smooth
 from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX
 from guided_diffusion.pet.io import UnitOptions, Volume, list_volumes, read_volume
 from guided_diffusion.pet.io.grid import GridMapping, plan_grid
-from guided_diffusion.pet.noise_level import estimate_noise_sd
 from guided_diffusion.pet.training.gaussian_fit import GAUSSIAN_KIND, is_fit_file, read_fit
 from guided_diffusion.script_util import (
     check_model_kind,
@@ -69,7 +68,7 @@ from guided_diffusion.volume_files import (
     units_written,
     write_result,
 )
-from guided_diffusion.warm_start import AUTO, DEFAULT_WARM_START_SCALE, read_start_timestep, start_timestep_for_noise
+from guided_diffusion.warm_start import AUTO, DEFAULT_WARM_START_SCALE, read_start_timestep
 
 
 def load_data_for_worker(base_samples: str, num_samples: int, npz_key: str | None, units: UnitOptions | None = None,
@@ -171,19 +170,6 @@ def check_flags(args: argparse.Namespace) -> None:
     args.start_timestep = read_start_timestep(args.start_timestep)
     if not (math.isfinite(args.warm_start_scale) and args.warm_start_scale > 0):
         raise UserError(f"--warm_start_scale must be a positive number, got {args.warm_start_scale}")
-
-
-def auto_start_timestep(args: argparse.Namespace, model_suv: np.ndarray, grid: GridMapping,
-                        alphas_cumprod: np.ndarray) -> dict:
-    """The warm start of ``--start_timestep auto`` for one (X, Y, Z) SUV volume on the model grid.
-
-    Returns:
-        ``{"noise_sd_suv", "scale", "start_timestep"}``, the sidecar's record.
-    """
-    spacing = np.linalg.norm(grid.model_affine[:3, :3], axis=0)
-    noise_sd = estimate_noise_sd(model_suv, spacing)
-    start = start_timestep_for_noise(alphas_cumprod, noise_sd / args.suv_max, args.warm_start_scale)
-    return {"noise_sd_suv": noise_sd, "scale": args.warm_start_scale, "start_timestep": start}
 
 
 #: Flags a network's training checkpoint records that say what the network is; the command line beats them.
@@ -389,8 +375,9 @@ def main() -> None:
             result = gaussian_filter(model_suv, args.gaussian_fwhm_mm, grid) if is_root else None
         else:
             if kind == "diffusion" and args.start_timestep == AUTO:
-                warm = dist_util.from_root(partial(auto_start_timestep, args, model_suv, grid,
-                                                   full_process.alphas_cumprod))
+                spacing = np.linalg.norm(grid.model_affine[:3, :3], axis=0)
+                warm = dist_util.from_root(partial(warm_start_for_volume, model_suv, spacing,
+                                                   full_process.alphas_cumprod, args.suv_max, args.warm_start_scale))
                 denoiser.diffusion = diffusion_from_flags(diffusion_flags, start_timestep=warm["start_timestep"])
                 volume_provenance = {**provenance, "warm_start": warm}
             result = denoiser.denoise(model_suv, volume.name, offset)
