@@ -20,7 +20,7 @@ from guided_diffusion.atomic import atomic_write_text
 from guided_diffusion.checkpoint import load_model_weights
 from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, args_to_dict, parse_args_with_config
-from guided_diffusion.patch_sampling import SamplingOptions
+from guided_diffusion.patch_jobs import SamplingOptions
 from guided_diffusion.pet.eval.scoring import score_against_full_dose
 from guided_diffusion.pet.sim.cases import simulated_case
 from guided_diffusion.pet.sim.doses import parse_dose_fraction

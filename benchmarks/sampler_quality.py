@@ -37,8 +37,8 @@ from guided_diffusion.checkpoint import load_model_weights
 from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser, warm_start_for_volume
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, parse_args_with_config
-from guided_diffusion.inference import InferenceNetwork
-from guided_diffusion.patch_sampling import SamplingOptions
+from guided_diffusion.inference_network import InferenceNetwork
+from guided_diffusion.patch_jobs import SamplingOptions
 from guided_diffusion.pet.eval.metrics import psnr, ssim
 from guided_diffusion.pet.eval.reports import write_csv
 from guided_diffusion.pet.eval.scoring import score_against_full_dose

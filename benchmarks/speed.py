@@ -16,7 +16,7 @@ fp32,bf16,fp16 --layouts contiguous,channels_last`` is the full grid, about 10):
 1. Speed: for each choice, one batch of ``--batch`` patches at the patch size
    the volume's plan uses (``--patch`` gives the axial size Z and caps the
    in-plane size) runs through
-   :class:`~guided_diffusion.inference.InferenceNetwork` under
+   :class:`~guided_diffusion.inference_network.InferenceNetwork` under
    ``torch.inference_mode``: the first call (with compilation, when chosen),
    ``--warmup`` calls in all, then the median of ``--repeats`` timed calls.
    Seconds per evaluation (one patch through the network) x evaluations per
@@ -55,8 +55,9 @@ from guided_diffusion.atomic import atomic_write
 from guided_diffusion.denoise import PatchingOptions, make_plan
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, args_to_dict, parse_args_with_config, str2bool
-from guided_diffusion.inference import PRECISIONS, InferenceNetwork
+from guided_diffusion.inference_network import InferenceNetwork
 from guided_diffusion.pet.eval.reports import write_csv
+from guided_diffusion.precision import PRECISIONS
 from guided_diffusion.script_util import sr_create_model_and_diffusion, sr_model_and_diffusion_defaults
 
 REPO = Path(__file__).resolve().parent.parent

@@ -35,8 +35,8 @@ from guided_diffusion.checkpoint import load_model_weights
 from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, parse_args_with_config
-from guided_diffusion.inference import InferenceNetwork
-from guided_diffusion.patch_sampling import SamplingOptions
+from guided_diffusion.inference_network import InferenceNetwork
+from guided_diffusion.patch_jobs import SamplingOptions
 from guided_diffusion.pet.eval.baselines import best_gaussian_filter
 from guided_diffusion.pet.eval.metrics import psnr
 from guided_diffusion.pet.eval.reports import write_csv

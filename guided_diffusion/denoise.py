@@ -1,6 +1,6 @@
 """Whole-volume denoising over MPI: patch jobs dealt to ranks, stitched on rank 0.
 
-The work is three parts: :func:`~guided_diffusion.patch_sampling.sample_jobs`
+The work is three parts: :func:`~guided_diffusion.patch_jobs.sample_jobs`
 samples a list of (member, box) jobs in one process;
 :class:`~guided_diffusion.pet.patches.PatchBlender` and
 :class:`~guided_diffusion.pet.ensemble.RunningMoments` stitch them; this module
@@ -10,7 +10,7 @@ frees them before the next wave. A wave is one member for volumes with enough
 patches to give every rank a full batch, so rank 0 holds one member's patches
 plus the running moments whatever the ensemble size; small volumes put several
 members in a wave, so all ranks work and members share batches. Results do not
-depend on the number of ranks nor on the batch size (see ``patch_sampling``).
+depend on the number of ranks nor on the batch size (see ``patch_jobs``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 
 from . import dist_util
 from .gaussian_diffusion import GaussianDiffusion
-from .patch_sampling import Job, SamplingOptions, sample_jobs
+from .patch_jobs import Job, SamplingOptions, sample_jobs
 from .pet.ensemble import RunningMoments
 from .pet.intensity import model_to_suv, restore_saturated, suv_to_model
 from .pet.noise_level import estimate_noise_sd

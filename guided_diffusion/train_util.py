@@ -39,13 +39,13 @@ from .checkpoint import CHECKPOINT_FORMAT, load_model_weights, read_checkpoint
 from .ema import EMA, parse_ema_rates
 from .errors import UserError
 from .gaussian_diffusion import GaussianDiffusion
+from .precision import autocast, check_precision, choose_precision
 from .regression import RegressionProcess
 from .resample import LossAwareSampler, ScheduleSampler, create_named_schedule_sampler
 from .train_adversary import LOG_COLUMNS, DiscriminatorTrainer
 from .train_log import ProgressLog
 from .train_state import latest_checkpoint, prune_checkpoints, remove_stale_temporaries, write_checkpoint
 
-AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Separate the loop's random streams from each other and from the data stream.
 TIMESTEP_STREAM, NOISE_STREAM, TORCH_STREAM = 0x7157, 0x4015E, 0x70C4
 # Differences in these flags do not change the network's layout, so a run may resume with other values.
@@ -56,7 +56,7 @@ RESUMABLE_FLAG_CHANGES = ("use_fp16", "timestep_respacing", "regression_loss")
 class TrainOptions:
     """Training flags (the paper's names where it had them) and their defaults.
 
-    ``precision`` "" means fp16 when the model flag ``--use_fp16`` is set, else fp32.
+    ``precision`` "": from the model flag ``--use_fp16`` (see :mod:`~guided_diffusion.precision`).
     ``max_steps`` / ``lr_anneal_steps``: training stops at the smaller of the two
     that are set (> 0); with ``lr_anneal_steps`` the learning rate falls
     linearly to 0 at that step. ``keep_last`` 0 keeps every checkpoint.
@@ -96,8 +96,7 @@ class TrainOptions:
             raise UserError("set --max_steps and/or --lr_anneal_steps: training would otherwise never stop")
         if self.keep_last < 0:
             raise UserError(f"--keep_last must be 0 (keep all) or more, got {self.keep_last}")
-        if self.precision not in ("", *AMP_DTYPES):
-            raise UserError(f"--precision {self.precision!r}: use fp32, bf16 or fp16 (or leave it empty)")
+        check_precision(self.precision)
         if self.schedule_sampler not in ("uniform", "loss-second-moment"):
             raise UserError(f"--schedule_sampler {self.schedule_sampler!r}: use uniform or loss-second-moment")
         parse_ema_rates(self.ema_rate)
@@ -164,7 +163,7 @@ class TrainLoop:
         # A local folder or a cloud URL (see guided_diffusion.storage).
         self.folder = options.result_folder
         storage.makedirs(self.folder)
-        self.precision = options.precision or ("fp16" if flags.get("use_fp16") else "fp32")
+        self.precision = choose_precision(options.precision, bool(flags.get("use_fp16")), self.device)
         self.model = model.to(self.device)
         if hasattr(self.model, "use_fp16"):
             self.model.use_fp16 = False
@@ -324,8 +323,7 @@ class TrainLoop:
         return self.options.lr * (1.0 - step / self.options.lr_anneal_steps)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        dtype = AMP_DTYPES[self.precision]
-        return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        return autocast(self.precision, self.device)
 
     def _forward(self, x_t: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
         with self._autocast():

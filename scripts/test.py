@@ -41,13 +41,14 @@ from guided_diffusion.checkpoint import load_model_weights, stored_flags
 from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser, VolumeResult, job_offsets, warm_start_for_volume
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, args_to_dict, parse_args_with_config
-from guided_diffusion.inference import PRECISIONS, InferenceNetwork, default_precision, precision_note
-from guided_diffusion.patch_sampling import SAMPLERS, SamplingOptions
+from guided_diffusion.inference_network import InferenceNetwork
+from guided_diffusion.patch_jobs import SAMPLERS, SamplingOptions
 from guided_diffusion.pet.filters import gaussian_smooth
 from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX
 from guided_diffusion.pet.io import UnitOptions, Volume, list_volumes, read_volume
 from guided_diffusion.pet.io.grid import GridMapping, plan_grid
 from guided_diffusion.pet.training.gaussian_fit import GAUSSIAN_KIND, is_fit_file, read_fit
+from guided_diffusion.precision import check_precision, choose_precision, precision_note
 from guided_diffusion.script_util import (
     check_model_kind,
     diffusion_defaults,
@@ -163,8 +164,7 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--patch_overlap must be >= 0, got {args.patch_overlap}")
     if args.blend not in ("linear", "gaussian"):
         raise UserError(f"--blend must be 'linear' or 'gaussian', got {args.blend!r}")
-    if args.precision and args.precision not in PRECISIONS:
-        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
+    check_precision(args.precision)
     check_output_flags(args)
     unit_options(args)
     args.start_timestep = read_start_timestep(args.start_timestep)
@@ -306,7 +306,7 @@ def build_denoiser(args: argparse.Namespace, kind: str, sampler: str) -> tuple[V
             **args_to_dict(args, sr_model_and_diffusion_defaults().keys()), start_timestep=fixed_start(args))
         load_model_weights(model, args.model_path, weights=args.weights)
         model = model.to(dist_util.dev()).eval()
-        precision = args.precision or default_precision(args.use_fp16, dist_util.dev())
+        precision = choose_precision(args.precision, args.use_fp16, dist_util.dev())
         note = precision_note(precision, dist_util.dev())
         if note and dist_util.rank() == 0:
             print(f"note: {note}", file=sys.stderr, flush=True)

@@ -18,7 +18,7 @@ from training_helpers import MPIEXEC, REPO, TINY_NET, run_train, write_npz_pair
 from guided_diffusion.checkpoint import stored_flags, suggest_flags
 from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser
 from guided_diffusion.errors import UserError
-from guided_diffusion.patch_sampling import SamplingOptions
+from guided_diffusion.patch_jobs import SamplingOptions
 from guided_diffusion.pet.filters import gaussian_smooth
 from guided_diffusion.pet.training.crops import PairCropDataset, crop_loader, parse_patch_size
 from guided_diffusion.pet.training.gaussian_fit import fit_gaussian_fwhm

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser, job_offsets, make_plan, member_waves, rank_jobs
-from guided_diffusion.patch_sampling import SamplingOptions, noise_field
+from guided_diffusion.patch_jobs import SamplingOptions, noise_field
 from guided_diffusion.pet.ensemble import RunningMoments
 from guided_diffusion.sharding import batches, round_robin
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser
-from guided_diffusion.inference import InferenceNetwork, default_precision, precision_note
-from guided_diffusion.patch_sampling import SamplingOptions
+from guided_diffusion.inference_network import InferenceNetwork
+from guided_diffusion.patch_jobs import SamplingOptions
+from guided_diffusion.precision import choose_precision, precision_note
 from guided_diffusion.script_util import sr_create_model_and_diffusion, sr_model_and_diffusion_defaults
 
 #: Largest difference from fp32 of a denoised volume (DDIM, 3 steps), as a fraction of --suv_max.
@@ -60,9 +61,10 @@ def test_output_is_float32_and_the_networks_own_fp16_switch_is_off(network):
 
 
 def test_the_papers_use_fp16_means_fp16_on_cuda_only():
-    assert default_precision(True, torch.device("cuda", 0)) == "fp16"
-    assert default_precision(True, torch.device("cpu")) == "fp32"
-    assert default_precision(False, torch.device("cuda", 0)) == "fp32"
+    assert choose_precision("", True, torch.device("cuda", 0)) == "fp16"
+    assert choose_precision("", True, torch.device("cpu")) == "fp32"
+    assert choose_precision("", False, torch.device("cuda", 0)) == "fp32"
+    assert choose_precision("bf16", True, torch.device("cuda", 0)) == "bf16"
 
 
 def test_fp16_on_the_cpu_gets_a_note():

@@ -1,31 +1,15 @@
-"""How the network runs at inference: precision, memory layout, compilation.
+"""The network as samplers call it: precision, memory layout, compilation.
 
-The network's arithmetic may run in bfloat16 or float16 under ``torch.autocast``;
-autocast keeps normalisation layers (GroupNorm), softmax and the output cast in
-float32, and the network returns float32, so the sampler's arithmetic on x_t,
-x_0 and the schedule stays float32 whatever the precision.
+The network's arithmetic runs in the :mod:`~guided_diffusion.precision` asked
+for, and it returns float32, so the sampler's arithmetic on x_t, x_0 and the
+schedule stays float32 whatever the precision.
 """
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
-#: Autocast dtypes of the --precision choices (None: plain float32).
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def default_precision(use_fp16: bool, device: torch.device) -> str:
-    """The paper's ``--use_fp16 True`` means fp16 on CUDA; the CPU has no fast fp16, so fp32 there."""
-    return "fp16" if use_fp16 and device.type == "cuda" else "fp32"
-
-
-def precision_note(precision: str, device: torch.device) -> str | None:
-    """A note for a precision that is slow on ``device`` (fp16 on a CPU: no fast kernels), else None."""
-    if precision == "fp16" and device.type == "cpu":
-        return "--precision fp16 on the CPU is slower than fp32 (no fast fp16 kernels); bf16 is the CPU's fast choice"
-    return None
+from .precision import PRECISIONS, autocast
 
 
 class InferenceNetwork(torch.nn.Module):
@@ -66,15 +50,11 @@ class InferenceNetwork(torch.nn.Module):
         self.compiled = compile
         self.forward_network = torch.compile(self.model, mode=mode) if compile else self.model
 
-    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        dtype = PRECISIONS[self.precision]
-        return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, **kwargs) -> torch.Tensor:
         if self.memory_format is not torch.contiguous_format:
             x = x.contiguous(memory_format=self.memory_format)
             kwargs = {k: v.contiguous(memory_format=self.memory_format) if torch.is_tensor(v) and v.dim() == x.dim() else v
                       for k, v in kwargs.items()}
-        with self._autocast(x.device):
+        with autocast(self.precision, x.device):
             out = self.forward_network(x, timesteps, **kwargs).float()
         return out.clone() if self.compiled else out
