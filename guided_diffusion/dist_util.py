@@ -6,6 +6,9 @@ points* (:func:`agree`), where every rank learns of any rank's error, rank 0
 prints it once and every rank exits with status 1. Anything else that escapes
 (a bug, an out-of-memory) is printed with its traceback by the failing rank,
 which then aborts the whole MPI job, so no rank waits forever.
+
+Scripts written for the paper's code call its ``setup_dist``, ``dev`` and
+``load_state_dict``; they are kept here, at the end.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from .checkpoint import model_state_from, read_checkpoint
 from .errors import UserError
 
 T = TypeVar("T")
@@ -210,11 +214,60 @@ def init_process_group() -> None:
             port = s.getsockname()[1]
     address, port = COMM.bcast((address, port), root=0)
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = address, str(port)
+    dist.init_process_group(_backend(), init_method="env://", rank=rank(), world_size=world_size())
+
+
+def _backend() -> str:
+    """The ``torch.distributed`` backend for this rank's device: NCCL on GPUs, gloo on CPUs."""
     # NCCL refuses two ranks on one GPU; gloo also runs CUDA tensors (through the host).
     shares_gpu = dev().type == "cuda" and _ranks_on_node > torch.cuda.device_count()
-    backend = "nccl" if dev().type == "cuda" and not shares_gpu else "gloo"
     if shares_gpu and rank() == 0:
         print(f"note: {_ranks_on_node} ranks share {torch.cuda.device_count()} GPU(s) on a node; "
               "torch.distributed uses gloo instead of NCCL", file=sys.stderr, flush=True)
-    dist.init_process_group(backend, init_method="env://", rank=rank(), world_size=world_size())
+    return "nccl" if dev().type == "cuda" and not shares_gpu else "gloo"
+
+
+# -- The paper's module API, for scripts written for its code ---------------------
+
+
+def setup_dist() -> None:
+    """Start-up of the paper's scripts: choose this rank's device and initialise ``torch.distributed``.
+
+    After it, ``torch.distributed`` works as those scripts expect (``dist.get_rank``,
+    ``dist.get_world_size``, ``dist.all_gather``, ``dist.barrier``): over the MPI
+    ranks as :func:`init_process_group` sets it up, and in a single process over a
+    group of one (in memory, no port), which :func:`init_process_group` does not
+    create. A collective call: every rank must make it. Calling it again changes nothing.
+    """
+    import torch.distributed as dist
+
+    setup_device()
+    init_process_group()
+    if not dist.is_initialized():
+        dist.init_process_group(_backend(), store=dist.HashStore(), rank=0, world_size=1)
+
+
+def load_state_dict(path: str | os.PathLike, map_location: str | torch.device | None = None
+                    ) -> dict[str, torch.Tensor]:
+    """The network weights in ``path``, for ``model.load_state_dict`` (the paper's ``dist_util.load_state_dict``).
+
+    Rank 0 reads the file as :func:`~guided_diffusion.checkpoint.read_checkpoint`
+    does (tensors only: a file that would run pickled code is refused) and
+    broadcasts its weights, so the other ranks need not reach the file. From the
+    project's training checkpoint it takes the EMA weights, as the denoising
+    script does. A collective call: every rank must make it.
+
+    Args:
+        path: a released ``model.pt``, an ``ema_*.pt`` or a training checkpoint (a local path or a URL).
+        map_location: device of the returned tensors (``"cpu"``, ``"cuda:0"``, a ``torch.device``);
+            None: the CPU. Unlike ``torch.load``'s, a dict or function is not accepted.
+
+    Raises:
+        UserError: on every rank, when the file is missing, corrupt or unsafe.
+    """
+    if map_location is not None and not isinstance(map_location, (str, torch.device)):
+        raise TypeError(f"map_location must be a device (a str or torch.device), got {type(map_location).__name__}")
+    state = from_root(lambda: model_state_from(read_checkpoint(path), path))
+    device = torch.device(map_location if map_location is not None else "cpu")
+    return {key: value.to(device) for key, value in state.items()}
 

@@ -307,6 +307,21 @@ class UNetModel(nn.Module):
         """In-plane sizes must be multiples of this (2 to the number of down-samplings)."""
         return 2 ** (len(self.channel_mult) - 1)
 
+    def convert_to_fp16(self) -> None:
+        """Run the body in float16 from now on, as the paper's scripts ask (``if use_fp16: model.convert_to_fp16()``).
+
+        The paper cast the body's weights to float16. Here the weights stay
+        float32 (``state_dict`` keys, shapes and dtypes unchanged, so weights load
+        and save as before) and the switch is ``use_fp16``: the forward pass runs
+        under float16 autocast on CUDA, and in float32 on a CPU, which has no fast
+        float16 kernels (the one rule of :mod:`guided_diffusion.precision`).
+        """
+        self.use_fp16 = True
+
+    def convert_to_fp32(self) -> None:
+        """Run the body in float32 again (undoes :meth:`convert_to_fp16`)."""
+        self.use_fp16 = False
+
     def _autocast(self, x: torch.Tensor):
         if self.use_fp16 and x.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.float16)
