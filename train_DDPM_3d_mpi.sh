@@ -6,20 +6,15 @@
 #   Baselines (README.md, "Baselines"): add --model_kind regression (the same UNet, low dose -> full dose),
 #   or --dims 2 --patch_size 96 (a 2D DDPM on axial slices).
 #
-# Every variable below can be set in the environment. With CONFIG (a preset in
-# configs/ or a YAML path) the model and diffusion flags come from the preset and
-# MODEL_FLAGS / DIFFUSION_FLAGS default to empty. Arguments after the script name
+# Every variable below, and PYTHON, MPIEXEC, NUM_GPUS (scripts/launcher_env.sh), can be set in the
+# environment. With CONFIG (a preset in configs/ or a YAML path) the model and diffusion flags come
+# from the preset and MODEL_FLAGS / DIFFUSION_FLAGS default to empty. Arguments after the script name
 # are passed to scripts/train.py last, so they override anything here. Starting
 # again with the same RESULT_FOLDER resumes from its newest checkpoint.
 set -euo pipefail
-cd "$(dirname "$0")"
-
-if [[ -x .venv/bin/python ]]; then
-    PATH="$PWD/.venv/bin:$PATH"
-fi
-PYTHON=${PYTHON:-python}
-MPIEXEC=${MPIEXEC:-mpiexec}
-NUM_GPUS=${NUM_GPUS:-1}                    # MPI ranks, one GPU each (CPU when there is none)
+# the shared part: cd to the repository root, .venv/bin, PYTHON, MPIEXEC, NUM_GPUS, the paper's PAPER_*_FLAGS
+# shellcheck source=scripts/launcher_env.sh
+source "$(dirname "$0")/scripts/launcher_env.sh"
 DATA_DIR=${DATA_DIR:-data/train}
 RESULT_FOLDER=${RESULT_FOLDER:-results/train}
 CONFIG=${CONFIG:-}
@@ -28,8 +23,8 @@ if [[ -n "$CONFIG" ]]; then
     MODEL_FLAGS=${MODEL_FLAGS:-"--config $CONFIG"}
     DIFFUSION_FLAGS=${DIFFUSION_FLAGS:-}
 else
-    MODEL_FLAGS=${MODEL_FLAGS:-"--attention_resolutions 1000 --large_size 96 --small_size 96 --num_channels 128 --use_fp16 True --num_head_channels 64 --learn_sigma True --resblock_updown True --use_scale_shift_norm True"}
-    DIFFUSION_FLAGS=${DIFFUSION_FLAGS:-"--diffusion_steps 1000 --noise_schedule linear"}
+    MODEL_FLAGS=${MODEL_FLAGS:-$PAPER_MODEL_FLAGS}
+    DIFFUSION_FLAGS=${DIFFUSION_FLAGS:-$PAPER_DIFFUSION_FLAGS}
 fi
 TRAIN_FLAGS=${TRAIN_FLAGS:-"--lr 1e-4 --batch_size 1 --ema_rate 0.9999 --max_steps 400000 --patch_size 96,96,96 --flip True --log_interval 100 --save_interval 10000 --val_interval 5000"}
 

@@ -21,7 +21,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .regression import RegressionProcess, mean_per_sample
+from .gaussian_diffusion import mean_flat
+from .regression import RegressionProcess
 
 #: Default weight of the adversarial term against the L1 term (pix2pix: L1 x 100, adversarial x 1).
 DEFAULT_ADV_WEIGHT = 0.01
@@ -102,7 +103,7 @@ class AdversarialProcess(RegressionProcess):
         prediction = model(low, t)
         self._predictions.append(prediction.detach())
         losses = self.regression_losses(prediction, x_start)
-        adversarial = mean_per_sample((self.critic(low, prediction).float() - 1) ** 2)
+        adversarial = mean_flat((self.critic(low, prediction).float() - 1) ** 2)
         return {"loss": losses["loss"] + self.adv_weight * adversarial, "mse": losses["mse"],
                 "regression": losses["loss"], "adv": adversarial}
 
@@ -120,5 +121,5 @@ class AdversarialProcess(RegressionProcess):
         'fake' D(low, generated)^2, and 'loss' = half their sum. One call of ``critic`` on both halves."""
         logits = critic(torch.cat([low, low]), torch.cat([full, generated])).float()
         real, fake = logits[: len(low)], logits[len(low):]
-        real_loss, fake_loss = mean_per_sample((real - 1) ** 2), mean_per_sample(fake**2)
+        real_loss, fake_loss = mean_flat((real - 1) ** 2), mean_flat(fake**2)
         return {"loss": 0.5 * (real_loss + fake_loss), "real": real_loss, "fake": fake_loss}

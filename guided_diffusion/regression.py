@@ -15,13 +15,10 @@ from collections.abc import Callable
 
 import torch
 
+from .gaussian_diffusion import mean_flat
+
 #: Training losses of the regression baseline.
 REGRESSION_LOSSES = ("l1", "l2")
-
-
-def mean_per_sample(x: torch.Tensor) -> torch.Tensor:
-    """(N, ...) -> (N,): the mean over every axis but the first."""
-    return x.reshape(x.shape[0], -1).mean(dim=1)
 
 
 class RegressionProcess:
@@ -59,8 +56,8 @@ class RegressionProcess:
     def regression_losses(self, prediction: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-sample (N,) 'loss' (the chosen loss) and 'mse' of ``prediction`` against ``target`` (N, 1, ...)."""
         error = prediction - target
-        mse = mean_per_sample(error**2)
-        loss = mse if self.loss == "l2" else mean_per_sample(error.abs())
+        mse = mean_flat(error**2)
+        loss = mse if self.loss == "l2" else mean_flat(error.abs())
         return {"loss": loss, "mse": mse}
 
     def predict(self, model: Callable, low: torch.Tensor, clip: bool = True) -> torch.Tensor:

@@ -52,6 +52,17 @@ DEFAULT_FWHM_MM = 5.0
 DEFAULT_RESOLUTION_FWHM_MM = 4.0
 DEFAULT_SCATTER_FRACTION = 0.4
 DEFAULT_RANDOMS_FRACTION = 0.2
+#: The scanner settings without a preset: the ``DEFAULT_*`` above and the reference sensitivity.
+DEFAULT_SCANNER = ScannerPreset(
+    name="default",
+    description="no preset: the simulator's own settings, those the demo model was trained on",
+    resolution_fwhm_mm=DEFAULT_RESOLUTION_FWHM_MM,
+    voxel_size_mm=DEFAULT_VOXEL_SIZE_MM,
+    sensitivity=1.0,
+    iterations=DEFAULT_ITERATIONS,
+    subsets=DEFAULT_SUBSETS,
+    fwhm_mm=DEFAULT_FWHM_MM,
+)
 #: Width of the scatter kernel in the sinogram (radially and axially), mm.
 SCATTER_FWHM_MM = 150.0
 #: Columns (slices x doses) reconstructed together; bounds memory and keeps the
@@ -115,7 +126,7 @@ def simulate_subject(
     from an independent stream spawned from the same seed, so changing
     acquisition settings never changes the anatomy. Arguments are those of
     :func:`make_phantom` and :func:`simulate_doses`; settings left ``None`` come
-    from the scanner preset, or without one from this module's ``DEFAULT_*``.
+    from the scanner preset, or without one from :data:`DEFAULT_SCANNER`.
 
     Args:
         scanner: a name in :data:`~guided_diffusion.pet.sim.scanners.SCANNERS`, a
@@ -135,15 +146,16 @@ def simulate_subject(
         UserError: an unknown scanner or tracer (naming the choices), or a bad setting.
     """
     preset = None if scanner is None else get_scanner(scanner)
+    settings = preset or DEFAULT_SCANNER
     tracer_preset = get_tracer(tracer)
     if voxel_size is None:
-        voxel_size = preset.voxel_size_mm if preset else DEFAULT_VOXEL_SIZE_MM
+        voxel_size = settings.voxel_size_mm
     if iterations is None:
-        iterations = preset.iterations if preset else DEFAULT_ITERATIONS
+        iterations = settings.iterations
     if fwhm_mm is None:
-        fwhm_mm = preset.fwhm_mm if preset else DEFAULT_FWHM_MM
+        fwhm_mm = settings.fwhm_mm
     if resolution_fwhm_mm is None:
-        resolution_fwhm_mm = preset.resolution_fwhm_mm if preset else DEFAULT_RESOLUTION_FWHM_MM
+        resolution_fwhm_mm = settings.resolution_fwhm_mm
     if resolution_fwhm_mm < 0:
         raise UserError(f"resolution FWHM must be >= 0 mm, got {resolution_fwhm_mm}")
 
@@ -151,10 +163,9 @@ def simulate_subject(
     nx, ny, nz = phantom.activity.shape
     if subsets is None:
         # A coarse grid has fewer projection angles than a clinical protocol has subsets.
-        subsets = min(preset.subsets, default_sampling(nx, ny)[0]) if preset else DEFAULT_SUBSETS
+        subsets = min(settings.subsets, default_sampling(nx, ny)[0])
     if counts is None:
-        sensitivity = preset.sensitivity if preset else 1.0
-        counts = DEFAULT_TRUES_PER_MM * nz * voxel_size * sensitivity * tracer_preset.counts_factor
+        counts = DEFAULT_TRUES_PER_MM * nz * voxel_size * settings.sensitivity * tracer_preset.counts_factor
     noise_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
     reconstructions, parameters = simulate_doses(
         phantom.activity,
