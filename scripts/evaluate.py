@@ -32,8 +32,9 @@ from guided_diffusion import dist_util
 from guided_diffusion.atomic import atomic_write_text
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, parse_args_with_config
-from guided_diffusion.pet.eval.case_scores import METRIC_COLUMNS, REGION_COLUMNS, prepare_reference, score_result
-from guided_diffusion.pet.eval.dose_figures import DOSE_FIGURE_METRICS, metric_vs_dose_figure
+from guided_diffusion.pet.eval.case_reference import prepare_reference
+from guided_diffusion.pet.eval.case_scores import metric_columns, region_columns, score_result
+from guided_diffusion.pet.eval.dose_figures import metric_vs_dose_figure
 from guided_diffusion.pet.eval.inputs import (
     SIMULATOR_LABEL_NAMES,
     check_same_grid,
@@ -43,6 +44,7 @@ from guided_diffusion.pet.eval.inputs import (
 )
 from guided_diffusion.pet.eval.metrics import PAPER_SUV_CLIP
 from guided_diffusion.pet.eval.regions import BODY_THRESHOLD_SUV, LIVER_MARGIN_MM
+from guided_diffusion.pet.eval.registry import VS_DOSE, figure_columns, summary_columns
 from guided_diffusion.pet.eval.reports import summary_markdown, write_csv
 from guided_diffusion.pet.io import Volume, read_volume
 from guided_diffusion.pet.io.paths import volume_stem
@@ -51,9 +53,6 @@ from guided_diffusion.volume_files import INPUT_FLAGS, unit_options
 #: Columns every --cases CSV needs, and the optional label-map columns.
 REQUIRED_COLUMNS = ("case", "reference", "method", "result")
 MAP_COLUMNS = ("labels", "lesions")
-
-#: Metrics shown in summary.md (all of metrics.csv's but the counts and the body-mask rule).
-SUMMARY_METRICS = tuple(m for m in METRIC_COLUMNS if m not in ("lesion_count", "body_mask", "liver_cv_reference"))
 
 #: Names of methods and cases become file names.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._+-]+")
@@ -109,9 +108,9 @@ def main() -> None:
     check_paths(jobs)
     assign_stems(jobs, group_keys)
     out_dir = Path(args.out_dir)
-    figure_metrics = tuple(DOSE_FIGURE_METRICS) if "dose" in group_keys else ()
+    figure_metrics = figure_columns(VS_DOSE) if "dose" in group_keys else ()
     targets = [out_dir / "metrics.csv", out_dir / "summary.md", *(out_dir / "cases" / f"{j.stem}.csv" for j in jobs),
-               *(out_dir / "figures" / f"{m}_vs_dose.png" for m in figure_metrics)]
+               *(out_dir / "figures" / f"{m}_{VS_DOSE}.png" for m in figure_metrics)]
     if not args.overwrite:
         existing = [str(t) for t in targets if t.exists()]
         if existing:
@@ -189,7 +188,7 @@ def cases_from_csv(path: Path) -> tuple[list[Job], list[str]]:
     if len(set(columns)) != len(columns) or "" in columns:
         raise UserError(f"--cases {path}: column names must be distinct and non-empty, got {', '.join(columns)}")
     group_keys = [c for c in columns if c not in REQUIRED_COLUMNS + MAP_COLUMNS]
-    reserved = set(METRIC_COLUMNS) | {"regions_csv"}
+    reserved = set(metric_columns()) | {"regions_csv"}
     if reserved & set(group_keys):
         raise UserError(f"--cases {path}: column(s) {', '.join(sorted(reserved & set(group_keys)))} are names of "
                         "output columns; rename them")
@@ -275,17 +274,17 @@ def write_outputs(out_dir: Path, rows: list[dict], regions: dict[str, list[dict]
     """
     (out_dir / "cases").mkdir(parents=True, exist_ok=True)
     for stem, region_rows in regions.items():
-        write_csv(out_dir / "cases" / f"{stem}.csv", region_rows, REGION_COLUMNS, overwrite)
-    columns = ["case", "method", *group_keys, *METRIC_COLUMNS, "regions_csv", "reference", "result"]
+        write_csv(out_dir / "cases" / f"{stem}.csv", region_rows, region_columns(), overwrite)
+    columns = ["case", "method", *group_keys, *metric_columns(), "regions_csv", "reference", "result"]
     write_csv(out_dir / "metrics.csv", rows, columns, overwrite)
-    atomic_write_text(out_dir / "summary.md", summary_markdown(rows, group_keys, SUMMARY_METRICS, notes),
+    atomic_write_text(out_dir / "summary.md", summary_markdown(rows, group_keys, summary_columns(), notes),
                       overwrite=overwrite)
     figures = 0
     if figure_metrics:
         (out_dir / "figures").mkdir(exist_ok=True)
         panels = [key for key in ("scanner", "tracer") if key in group_keys]
         for metric in figure_metrics:
-            figures += metric_vs_dose_figure(out_dir / "figures" / f"{metric}_vs_dose.png", rows, metric, panels)
+            figures += metric_vs_dose_figure(out_dir / "figures" / f"{metric}_{VS_DOSE}.png", rows, metric, panels)
     return figures
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from guided_diffusion.pet.eval.baselines import best_gaussian_filter
-from guided_diffusion.pet.eval.case_scores import METRIC_COLUMNS, REGION_COLUMNS, prepare_reference, score_result
+from guided_diffusion.pet.eval.case_reference import prepare_reference
+from guided_diffusion.pet.eval.case_scores import metric_columns, region_columns, score_result
 from guided_diffusion.pet.eval.dose_figures import dose_value, metric_vs_dose_figure
 from guided_diffusion.pet.eval.figures import demo_figure
 from guided_diffusion.pet.eval.reports import csv_text, format_cell, mean_sd, summary_markdown, write_csv
@@ -94,7 +95,7 @@ def test_identical_result_scores_perfectly():
     case = prepare_reference(reference, (4.0, 4.0, 4.0), labels, lesions, {9: "liver"}, liver_label=9,
                              liver_margin_mm=4.0)
     row, regions = score_result(case, reference.copy())
-    assert list(row) == list(METRIC_COLUMNS)
+    assert list(row) == list(metric_columns())
     assert row["psnr"] == math.inf and row["psnr_body"] == math.inf and row["psnr_challenge"] == math.inf
     assert row["ssim"] == pytest.approx(1.0) and row["ssim_challenge"] == pytest.approx(1.0)
     assert row["nrmse"] == 0.0 and row["nrmse_challenge"] == 0.0
@@ -104,7 +105,7 @@ def test_identical_result_scores_perfectly():
         assert row[f"lesion_{name}_error_pct"] == 0.0 and row[f"lesion_{name}_abs_error_pct"] == 0.0
     assert row["body_mask"] == "labels > 0"
     assert [r["region"] for r in regions] == ["label_2", "liver", "lesion_1", "lesion_2"]
-    assert all(list(r) == list(REGION_COLUMNS) for r in regions)
+    assert all(list(r) == list(region_columns()) for r in regions)
 
 
 def test_scaled_result_errors_are_the_factor():

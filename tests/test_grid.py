@@ -19,6 +19,7 @@ import pytest
 from guided_diffusion.errors import UserError
 from guided_diffusion.pet.io.grid import plan_grid
 from guided_diffusion.pet.io.reorient import reorientation
+from guided_diffusion.pet.io.volume import voxel_spacing
 
 FOV_MM = np.array([48.0, 40.0, 52.0])
 CENTRE_MM = np.array([5.0, -3.0, 100.0])
@@ -163,6 +164,15 @@ def test_oblique_volume_takes_its_closest_axes_and_keeps_its_tilt():
     assert np.allclose(mapping.model_affine, tilt @ affine)
     resampled = plan_grid(array.shape, oblique, 4.0)
     assert np.allclose(resampled.model_affine[:3, :3], tilt[:3, :3] * 4.0)
+
+
+def test_voxel_spacing_is_the_edge_length_along_each_array_axis():
+    angle = np.radians(30)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([2.0, 3.0, 1.5])[:, [2, 0, 1]]  # axes permuted, then rotated
+    spacing = voxel_spacing(affine)
+    assert spacing.shape == (3,) and np.allclose(spacing, [1.5, 2.0, 3.0])
 
 
 def test_shrinking_is_antialiased():

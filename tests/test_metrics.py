@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
+from guided_diffusion.pet.eval.case_reference import prepare_reference
+from guided_diffusion.pet.eval.case_scores import score_result
 from guided_diffusion.pet.eval.metrics import (
     CHALLENGE_SSIM_RANGE,
     nrmse,
@@ -24,7 +26,6 @@ from guided_diffusion.pet.eval.regions import (
     contrast_recovery,
     lesion_background,
     liver_cv,
-    region_rows,
     split_lesions,
 )
 
@@ -172,9 +173,14 @@ def two_lesion_phantom(shape=(16, 16, 16)):
     return reference, labels, lesions
 
 
+def region_rows(result, reference, labels, lesions, label_names=None):
+    """The per-case table rows of ``result`` on 2 mm voxels (0.008 ml)."""
+    return score_result(prepare_reference(reference, (2.0, 2.0, 2.0), labels, lesions, label_names), result)[1]
+
+
 def test_scaling_gives_the_factor_as_error_in_every_region():
     reference, labels, lesions = two_lesion_phantom()
-    rows = region_rows(1.25 * reference, reference, 0.008, labels, lesions, {9: "liver"})
+    rows = region_rows(1.25 * reference, reference, labels, lesions, {9: "liver"})
     assert [(r["region"], r["kind"], r["label"]) for r in rows] == [
         ("label_2", "organ", 2), ("liver", "organ", 9), ("lesion_1", "lesion", 1), ("lesion_2", "lesion", 2)]
     for row in rows:
@@ -190,7 +196,7 @@ def test_scaling_gives_the_factor_as_error_in_every_region():
 
 def test_identical_regions_have_zero_error_and_full_contrast_recovery():
     reference, labels, lesions = two_lesion_phantom()
-    for row in region_rows(reference, reference, 0.008, labels, lesions):
+    for row in region_rows(reference, reference, labels, lesions):
         assert row["suvmean_error_pct"] == 0.0 and row["suvmax_error_pct"] == 0.0
         if row["kind"] == "lesion":
             assert row["tla_error_pct"] == 0.0 and row["contrast_recovery"] == 1.0

@@ -4,7 +4,10 @@ Inputs are (X, Y, Z) volumes in SUV compared with a full-dose reference.
 
 * ``metrics``: PSNR, SSIM, NRMSE (generic, the paper's, the UDPET challenge's);
 * ``regions``: SUVmean / SUVmax / TLA per organ and lesion, liver CV, lesion contrast recovery;
-* ``case_scores``: one result against its prepared reference (the rows of ``scripts/evaluate.py``);
+* ``registry``: the table of metrics that ``scripts/evaluate.py`` scores, writes, summarises and draws (how to
+  add one: its docstring); ``case_metrics``: the built-in metrics' scorers;
+* ``case_reference``: a reference prepared once per case; ``case_scores``: one result against it (the rows of
+  ``scripts/evaluate.py``);
 * ``inputs``: label maps and the same-grid check; ``reports``: CSV tables and the Markdown summary;
 * ``dose_figures``: a metric against dose per method; ``figures``: the demo figure;
 * ``tables``, ``baselines``, ``scoring``: quality tables, the best Gaussian filter, a simulated case's scores;

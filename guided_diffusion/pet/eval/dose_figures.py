@@ -11,15 +11,8 @@ from fractions import Fraction
 from matplotlib.figure import Figure
 
 from ...atomic import atomic_write
+from .registry import axis_label
 from .reports import format_cell, grouped, mean_sd, numeric
-
-#: Metrics drawn against dose, with their axis labels.
-DOSE_FIGURE_METRICS = {
-    "psnr": "PSNR (dB)",
-    "ssim": "SSIM",
-    "nrmse": "NRMSE",
-    "lesion_suvmax_error_pct": "lesion SUVmax error (%)",
-}
 
 
 def dose_value(text: object) -> float:
@@ -40,7 +33,8 @@ def metric_vs_dose_figure(path: str | os.PathLike, rows: Sequence[Mapping], metr
     Each point is the mean over the rows (cases) of one method at one dose, with
     the sample SD as error bar. Doses that read as numbers (:func:`dose_value`)
     are placed by value (log axis when all lie in (0, 1]); otherwise the dose
-    labels are categories in order of appearance.
+    labels are categories in order of appearance. The y axis is ``label``, by
+    default the metric's :func:`~.registry.axis_label`.
 
     Returns:
         False (nothing written) when no row has a value for ``metric``.
@@ -71,7 +65,7 @@ def metric_vs_dose_figure(path: str | os.PathLike, rows: Sequence[Mapping], metr
         if not by_value:
             ax.set_xticks(list(position.values()), list(position))
         ax.set_xlabel("dose fraction" if by_value else "dose")
-        ax.set_ylabel(label or DOSE_FIGURE_METRICS.get(metric, metric))
+        ax.set_ylabel(label or axis_label(metric))
         if panel_keys:
             ax.set_title(", ".join(f"{k} {v}" for k, v in zip(panel_keys, panel)), fontsize=10)
         ax.grid(alpha=0.3)

@@ -156,51 +156,89 @@ def lesion_shells(lesions: np.ndarray, body: np.ndarray | None = None,
             if b is not None}
 
 
-def region_rows(result: np.ndarray, reference: np.ndarray, voxel_ml: float, labels: np.ndarray | None = None,
-                lesions: np.ndarray | None = None, label_names: Mapping[int, str] | None = None,
-                body: np.ndarray | None = None, shells: dict | None = None) -> list[dict]:
-    """One row per organ label present (lesion voxels left out) and per lesion.
+#: The columns that name a region in the per-case tables, in order (see :func:`region_index`).
+REGION_KEYS = ("region", "kind", "label", "voxels", "volume_ml")
+
+#: The columns of :func:`suv_statistics`, in order (``tla_*`` for lesions only).
+SUV_COLUMNS = tuple(f"{quantity}_{of}" for quantity in ("suvmean", "suvmax", "tla")
+                    for of in ("result", "reference", "error_pct"))
+
+
+def organ_map(labels: np.ndarray, lesions: np.ndarray | None = None) -> np.ndarray:
+    """The organ label map with lesion voxels set to 0: organ statistics leave the lesions out."""
+    labels = np.asarray(labels)
+    return labels if lesions is None else np.where(np.asarray(lesions) != 0, 0, labels)
+
+
+def region_index(organs: np.ndarray | None, lesions: np.ndarray | None, lesion_ids: Sequence[int],
+                 label_names: Mapping[int, str] | None, voxel_ml: float) -> list[dict]:
+    """The regions of a case: one row per organ label present in ``organs`` (0 excluded), then per lesion.
 
     Args:
-        result, reference: (X, Y, Z) SUV volumes.
-        voxel_ml: volume of one voxel in ml (TLA = SUVmean x volume in ml).
-        labels: optional organ label map; label 0 (outside the body) gets no row.
-        lesions: optional lesion map (ids as in :func:`split_lesions` output).
+        organs: optional (X, Y, Z) :func:`organ_map`.
+        lesions: optional (X, Y, Z) lesion map (ids as in :func:`split_lesions` output).
+        lesion_ids: the lesions to list, in order (e.g. the keys of :func:`lesion_shells`).
         label_names: organ names by label value (default ``label_<value>``).
-        body: optional body mask bounding the lesions' background shells.
-        shells: the lesions' :func:`lesion_shells`, when computed already (several results of one case).
+        voxel_ml: volume of one voxel in ml.
 
     Returns:
-        rows with ``region`` (name), ``kind`` ("organ" or "lesion"), ``label``, ``voxels``,
-        ``volume_ml``, ``suvmean_*``, ``suvmax_*``, ``tla_*`` (lesions only) for ``result``
-        and ``reference`` with ``*_error_pct``, and ``contrast_recovery`` (lesions only).
+        rows of :data:`REGION_KEYS`: ``region`` (name), ``kind`` ("organ" or "lesion"), ``label`` (its value in
+        its map), ``voxels`` and ``volume_ml``.
     """
     rows: list[dict] = []
-    lesion_any = None if lesions is None else np.asarray(lesions) != 0
-    if labels is not None:
-        organ_map = np.where(lesion_any, 0, labels) if lesion_any is not None else np.asarray(labels)
-        ids = [int(i) for i in np.unique(organ_map) if i > 0]
-        for i, stats in zip(ids, _stats(result, reference, organ_map, ids)):
-            name = (label_names or {}).get(i, f"label_{i}")
-            rows.append({"region": name, "kind": "organ", "label": i, **_row(stats, voxel_ml, tla=False)})
-    if lesions is not None:
-        shells = lesion_shells(lesions, body) if shells is None else shells
-        ids = sorted(shells)
-        for i, stats in zip(ids, _stats(result, reference, lesions, ids)):
-            box, lesion, background = shells[i]
-            row = {"region": f"lesion_{i}", "kind": "lesion", "label": i, **_row(stats, voxel_ml, tla=True)}
-            row["contrast_recovery"] = contrast_recovery(result[box], reference[box], lesion, background)
-            rows.append(row)
+    if organs is not None:
+        count = np.bincount(np.asarray(organs).ravel())
+        for i in np.flatnonzero(count[1:]) + 1:
+            name = (label_names or {}).get(int(i), f"label_{i}")
+            rows.append(dict(zip(REGION_KEYS, (name, "organ", int(i), int(count[i]), int(count[i]) * voxel_ml))))
+    if lesions is not None and len(lesion_ids):
+        count = np.bincount(np.asarray(lesions).ravel())
+        for i in lesion_ids:
+            rows.append(dict(zip(REGION_KEYS, (f"lesion_{i}", "lesion", i, int(count[i]), int(count[i]) * voxel_ml))))
     return rows
 
 
-def _stats(result: np.ndarray, reference: np.ndarray, regions: np.ndarray, ids: list[int]) -> list[dict]:
-    """Voxel count, mean and max of both volumes in each region ``regions == id`` (one pass per statistic)."""
+def suv_statistics(result: np.ndarray, reference: np.ndarray, organs: np.ndarray | None,
+                   lesions: np.ndarray | None, regions: Sequence[Mapping]) -> list[dict]:
+    """SUVmean and SUVmax of both volumes in each region, with errors in percent; TLA for lesions.
+
+    Args:
+        result, reference: (X, Y, Z) SUV volumes.
+        organs, lesions: the maps ``regions`` were listed from.
+        regions: the rows of :func:`region_index` (organs first, then lesions).
+
+    Returns:
+        one dict per region of :data:`SUV_COLUMNS` (``suvmean_*``, ``suvmax_*``; ``tla_*`` for lesions,
+        TLA = SUVmean x volume in ml).
+    """
+    out = []
+    for kind, regions_map in (("organ", organs), ("lesion", lesions)):
+        rows = [r for r in regions if r["kind"] == kind]
+        for row, stats in zip(rows, _stats(result, reference, regions_map, [r["label"] for r in rows])):
+            out.append(_row(stats, row["volume_ml"], tla=kind == "lesion"))
+    return out
+
+
+def contrast_recoveries(result: np.ndarray, reference: np.ndarray, regions: Sequence[Mapping],
+                        shells: Mapping[int, tuple]) -> list[dict]:
+    """``{"contrast_recovery": ...}`` of each lesion row of ``regions`` (:func:`contrast_recovery` against
+    its background shell in ``shells``, :func:`lesion_shells`); an empty dict for each organ row."""
+    out: list[dict] = []
+    for row in regions:
+        if row["kind"] != "lesion":
+            out.append({})
+            continue
+        box, lesion, background = shells[row["label"]]
+        out.append({"contrast_recovery": contrast_recovery(result[box], reference[box], lesion, background)})
+    return out
+
+
+def _stats(result: np.ndarray, reference: np.ndarray, regions: np.ndarray | None, ids: list[int]) -> list[dict]:
+    """Mean and max of both volumes in each region ``regions == id`` (one pass per statistic)."""
     if not ids:
         return []
     regions = np.asarray(regions)
-    count = np.bincount(regions.ravel(), minlength=max(ids) + 1)
-    out = [{"voxels": int(count[i])} for i in ids]
+    out: list[dict] = [{} for _ in ids]
     for key, volume in (("result", result), ("reference", reference)):
         volume = np.asarray(volume, dtype=np.float64)
         for stats, mean, peak in zip(out, ndimage.mean(volume, regions, ids), ndimage.maximum(volume, regions, ids)):
@@ -208,14 +246,14 @@ def _stats(result: np.ndarray, reference: np.ndarray, regions: np.ndarray, ids: 
     return out
 
 
-def _row(stats: dict, voxel_ml: float, tla: bool) -> dict:
-    row = {"voxels": stats["voxels"], "volume_ml": stats["voxels"] * voxel_ml}
+def _row(stats: dict, volume_ml: float, tla: bool) -> dict:
+    row = {}
     for name, key in (("suvmean", "mean"), ("suvmax", "max")):
         row[f"{name}_result"], row[f"{name}_reference"] = stats[f"{key}_result"], stats[f"{key}_reference"]
         row[f"{name}_error_pct"] = percent_error(stats[f"{key}_result"], stats[f"{key}_reference"])
     if tla:
-        row["tla_result"] = stats["mean_result"] * row["volume_ml"]
-        row["tla_reference"] = stats["mean_reference"] * row["volume_ml"]
+        row["tla_result"] = stats["mean_result"] * volume_ml
+        row["tla_reference"] = stats["mean_reference"] * volume_ml
         row["tla_error_pct"] = percent_error(row["tla_result"], row["tla_reference"])
     return row
 

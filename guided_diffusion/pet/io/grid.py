@@ -39,6 +39,7 @@ from scipy.ndimage import affine_transform, gaussian_filter, spline_filter
 
 from ...errors import UserError
 from .reorient import CANONICAL, Reorientation, Shape3, reorientation
+from .volume import voxel_spacing
 
 #: Voxel sizes (mm) closer than this to the model's count as equal: that axis is not resampled.
 SAME_SIZE_MM = 1e-3
@@ -111,7 +112,7 @@ class GridMapping:
     def describe(self) -> dict[str, Any]:
         """Both grids for a sidecar (JSON-able): shape, voxel size (mm), affine and axis codes of each, and the rule."""
         def grid(shape: Shape3, affine: np.ndarray, codes: str) -> dict[str, Any]:
-            return {"shape": list(shape), "voxel_size_mm": [round(v, 6) for v in _voxel_size(affine)],
+            return {"shape": list(shape), "voxel_size_mm": [round(v, 6) for v in voxel_spacing(affine).tolist()],
                     "affine": [[float(v) for v in row] for row in affine], "orientation": codes}
 
         return {
@@ -142,7 +143,7 @@ def plan_grid(shape: Shape3, affine: np.ndarray, model_voxel_size: float) -> Gri
     orient = reorientation(shape, affine)
     canonical_shape = orient.canonical_shape
     scale, model_shape = [], []
-    for n, size in zip(canonical_shape, _voxel_size(orient.canonical_affine)):
+    for n, size in zip(canonical_shape, voxel_spacing(orient.canonical_affine).tolist()):
         if model_voxel_size == 0 or abs(size - model_voxel_size) <= SAME_SIZE_MM:
             scale.append(1.0)
             model_shape.append(n)
@@ -150,11 +151,6 @@ def plan_grid(shape: Shape3, affine: np.ndarray, model_voxel_size: float) -> Gri
             scale.append(model_voxel_size / size)
             model_shape.append(max(1, math.ceil(n * size / model_voxel_size - SAME_SIZE_MM)))
     return GridMapping(orient, float(model_voxel_size), tuple(model_shape), tuple(scale))  # type: ignore[arg-type]
-
-
-def _voxel_size(affine: np.ndarray) -> tuple[float, float, float]:
-    """Voxel edge lengths (mm) of a 4x4 affine's three axes."""
-    return tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))  # type: ignore[return-value]
 
 
 def _index_map(scale: tuple[float, ...], source_shape: Shape3, target_shape: Shape3) -> np.ndarray:

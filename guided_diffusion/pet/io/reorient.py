@@ -27,6 +27,8 @@ from nibabel.orientations import (
     ornt_transform,
 )
 
+from .volume import voxel_spacing
+
 #: The model's orientation, as nibabel axis codes.
 CANONICAL = ("R", "A", "S")
 
@@ -69,8 +71,8 @@ class Reorientation:
     @property
     def obliquity_deg(self) -> float:
         """Largest angle (degrees) between a canonical array axis and its world axis; 0 for unrotated grids."""
-        columns = self.canonical_affine[:3, :3]
-        cosines = np.abs(np.diag(columns)) / np.linalg.norm(columns, axis=0)
+        affine = self.canonical_affine
+        cosines = np.abs(np.diag(affine[:3, :3])) / voxel_spacing(affine)
         return float(np.degrees(np.arccos(np.clip(cosines.min(), 0.0, 1.0))))
 
     def to_canonical(self, array: np.ndarray) -> np.ndarray:

@@ -1,0 +1,128 @@
+"""The evaluation's metrics in one table, :data:`METRICS`: what ``scripts/evaluate.py`` scores, writes and draws.
+
+:data:`METRICS` maps a metric's name to a :class:`Metric`. It is the only list
+of metrics: the columns of ``metrics.csv`` and of the per-case tables
+(``cases/<case>__<method>.csv``), the columns of ``summary.md`` and the
+figures all follow it, in its order. Two kinds:
+
+* a *result metric* gives one value per (case, method): the ``metrics.csv``
+  column named by its key, in ``summary.md`` when ``summarised``, drawn in the
+  figures named in ``figures``;
+* a *per-region metric* (``region_columns`` set) gives, for each organ and
+  lesion of the case, a dict of those columns: columns of the per-case tables.
+  Per-region metrics are scored first, so a result metric can summarise their
+  columns (e.g. ``lesion_cr``, :func:`~.case_metrics.lesion_mean` of
+  ``contrast_recovery``).
+
+Adding a metric:
+
+1. Write its scorer ``score(case, result, regions)``, in :mod:`.case_metrics`
+   or a module of its own: ``case`` is the prepared
+   :class:`~.case_reference.CaseReference` (``case.reference``, the masks,
+   ``case.voxel_size``), ``result`` the (X, Y, Z) SUV volume, ``regions`` the
+   per-case table rows. Return a number (NaN where undefined) or, for a
+   per-region metric, one dict of its columns per row of ``regions``. Raise
+   ValueError for a result it cannot score; the script reports it in one line
+   naming the files.
+2. Add one line to :data:`METRICS` where its column should appear, e.g.
+   ``"mae": Metric(mae, "MAE", "SUV", higher_is_better=False, figures=(VS_DOSE,))``.
+
+Nothing else lists metrics: ``metrics.csv``, the per-case tables,
+``summary.md`` and ``figures/<name>_vs_dose.png`` follow the table
+(``tests/test_metric_registry.py`` runs a toy metric end to end). Describe it
+in README.md, *Evaluating results*. The PET domain is numpy: no torch here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import case_metrics as scorers
+from .regions import SUV_COLUMNS
+
+#: The figure of a metric against dose (``figures/<name>_vs_dose.png``, drawn when the cases have a dose column).
+VS_DOSE = "vs_dose"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One entry of :data:`METRICS`.
+
+    Attributes:
+        score: ``score(case, result, regions)`` -> a value (result metric) or one dict per region row
+            (per-region metric); see the module's docstring.
+        title: its name on figure axes (e.g. "PSNR"); default the column name.
+        unit: its unit ("dB", "%", "SUV"; "" for a ratio or a count), shown after the title.
+        higher_is_better: True or False; None when neither (best at a target, e.g. 0 % error or a contrast
+            recovery of 1, or not a quality at all, e.g. a count).
+        summarised: shown in summary.md as mean ± sample SD per group (False: metrics.csv only).
+        figures: the figures that draw it: :data:`VS_DOSE`.
+        region_columns: a per-region metric's columns, in order; empty for a result metric.
+    """
+
+    score: Callable[..., Any]
+    title: str = ""
+    unit: str = ""
+    higher_is_better: bool | None = None
+    summarised: bool = True
+    figures: tuple[str, ...] = ()
+    region_columns: tuple[str, ...] = ()
+
+
+#: Every metric, by name, in the order of the tables' columns. Per-region metrics first: result metrics read them.
+METRICS: dict[str, Metric] = {
+    "suv": Metric(scorers.region_suv, "SUVmean, SUVmax, TLA", region_columns=SUV_COLUMNS),
+    "contrast_recovery": Metric(scorers.region_contrast_recovery, "contrast recovery",
+                                region_columns=("contrast_recovery",)),
+    "psnr": Metric(scorers.psnr, "PSNR", "dB", higher_is_better=True, figures=(VS_DOSE,)),
+    "psnr_body": Metric(scorers.psnr_body, "PSNR in the body", "dB", higher_is_better=True),
+    "psnr_challenge": Metric(scorers.psnr_challenge, "PSNR (UDPET)", "dB", higher_is_better=True),
+    "ssim": Metric(scorers.ssim, "SSIM", higher_is_better=True, figures=(VS_DOSE,)),
+    "ssim_challenge": Metric(scorers.ssim_challenge, "SSIM (UDPET)", higher_is_better=True),
+    "nrmse": Metric(scorers.nrmse, "NRMSE", higher_is_better=False, figures=(VS_DOSE,)),
+    "nrmse_challenge": Metric(scorers.nrmse_challenge, "NRMSE (UDPET)", higher_is_better=False),
+    "liver_cv": Metric(scorers.liver_cv, "liver CV"),  # best near the reference's, not at 0
+    "liver_cv_reference": Metric(scorers.liver_cv_reference, "liver CV of the reference", summarised=False),
+    "lesion_count": Metric(scorers.lesion_count, "lesions", summarised=False),
+    "lesion_suvmax_error_pct": Metric(scorers.lesion_mean("suvmax_error_pct"), "lesion SUVmax error", "%",
+                                      figures=(VS_DOSE,)),
+    "lesion_suvmean_error_pct": Metric(scorers.lesion_mean("suvmean_error_pct"), "lesion SUVmean error", "%"),
+    "lesion_tla_error_pct": Metric(scorers.lesion_mean("tla_error_pct"), "lesion TLA error", "%"),
+    "lesion_suvmax_abs_error_pct": Metric(scorers.lesion_mean("suvmax_error_pct", absolute=True),
+                                          "lesion SUVmax |error|", "%", higher_is_better=False),
+    "lesion_suvmean_abs_error_pct": Metric(scorers.lesion_mean("suvmean_error_pct", absolute=True),
+                                           "lesion SUVmean |error|", "%", higher_is_better=False),
+    "lesion_tla_abs_error_pct": Metric(scorers.lesion_mean("tla_error_pct", absolute=True),
+                                       "lesion TLA |error|", "%", higher_is_better=False),
+    "lesion_cr": Metric(scorers.lesion_mean("contrast_recovery"), "lesion contrast recovery"),
+}
+
+
+def result_metrics() -> dict[str, Metric]:
+    """The result metrics of :data:`METRICS`, in order: the metrics.csv columns."""
+    return {name: metric for name, metric in METRICS.items() if not metric.region_columns}
+
+
+def region_metrics() -> dict[str, Metric]:
+    """The per-region metrics of :data:`METRICS`, in order."""
+    return {name: metric for name, metric in METRICS.items() if metric.region_columns}
+
+
+def summary_columns() -> tuple[str, ...]:
+    """The metrics.csv columns shown in summary.md, in order."""
+    return tuple(name for name, metric in result_metrics().items() if metric.summarised)
+
+
+def figure_columns(figure: str) -> tuple[str, ...]:
+    """The metrics.csv columns drawn in ``figure`` (e.g. :data:`VS_DOSE`), in order."""
+    return tuple(name for name, metric in result_metrics().items() if figure in metric.figures)
+
+
+def axis_label(name: str) -> str:
+    """A metric's axis label: its title and unit, e.g. "PSNR (dB)"; the name itself when it is not registered."""
+    metric = METRICS.get(name)
+    if metric is None or not metric.title:
+        return name
+    return f"{metric.title} ({metric.unit})" if metric.unit else metric.title
