@@ -6,7 +6,9 @@ Files of step ``s`` (seven digits):
   ``"format": CHECKPOINT_FORMAT`` that ``torch.load(weights_only=True)`` reads
   (see :class:`~guided_diffusion.train_util.TrainLoop` for its keys);
 * ``ema_{rate}_{s:07d}.pt``: the plain EMA ``state_dict`` of each rate, for
-  denoising or fine-tuning.
+  denoising or fine-tuning;
+* ``checkpoint_{s:07d}.card.json``, ``ema_{rate}_{s:07d}.card.json``: the model
+  card of each (:mod:`guided_diffusion.model_card`), written after its weights.
 
 The EMA files of a step are written before its checkpoint, and every file is
 written atomically (a temporary name, then a rename; an object store publishes
@@ -53,26 +55,32 @@ def write_checkpoint(folder: str | Path, step: int, state: dict, ema_states: dic
     return storage.write_binary(checkpoint_path(folder, step), lambda f: torch.save(state, f))
 
 
-def prune_checkpoints(folder: str | Path, keep_last: int) -> None:
-    """Delete the checkpoints and EMA files of all but the newest ``keep_last`` steps (0 keeps all)."""
+def prune_checkpoints(folder: str | Path, keep_last: int, sidecars: tuple[str, ...] = ()) -> None:
+    """Delete the checkpoints and EMA files of all but the newest ``keep_last`` steps (0 keeps all).
+
+    ``sidecars``: suffixes of files that live beside a weights file and go with it
+    (``X.pt`` -> ``X<suffix>``, e.g. the model card's ``.card.json``).
+    """
     names = storage.listdir(folder)
     steps = _steps(names)
     if keep_last <= 0 or len(steps) <= keep_last:
         return
     oldest_kept = steps[-keep_last]
     for name in names:
-        match = CHECKPOINT_PATTERN.fullmatch(name) or EMA_PATTERN.fullmatch(name)
+        weights = next((name[: -len(s)] + ".pt" for s in sidecars if name.endswith(s)), name)
+        match = CHECKPOINT_PATTERN.fullmatch(weights) or EMA_PATTERN.fullmatch(weights)
         if match and int(match.groups()[-1]) < oldest_kept:
             storage.remove(storage.join(folder, name))
 
 
 def remove_stale_temporaries(folder: str | Path) -> None:
-    """Delete temporary files left by a local save that was killed (``.checkpoint_*`` / ``.ema_*`` ``.tmp.pt``).
+    """Delete temporary files left by a local save that was killed (``.checkpoint_*`` / ``.ema_*`` ``.tmp.*``:
+    weights, and files beside them such as model cards).
 
     Object stores keep no temporaries: an interrupted upload is never published.
     """
     if storage.is_url(folder):
         return
-    for pattern in (".checkpoint_*.tmp.pt", ".ema_*.tmp.pt"):
+    for pattern in (".checkpoint_*.tmp.*", ".ema_*.tmp.*"):
         for path in Path(folder).glob(pattern):
             path.unlink(missing_ok=True)

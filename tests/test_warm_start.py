@@ -1,18 +1,21 @@
 """The warm start chosen from the input's noise: the noise estimate, the step it maps to, and the fit of its
-scale on validation pairs (benchmarks/warm_start.py --pairs)."""
+scale on validation pairs (benchmarks/warm_start.py --pairs), recorded in the model's card."""
 
 import csv
+import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, benchmark_module
 
 from guided_diffusion import gaussian_diffusion as gd
 from guided_diffusion.errors import UserError
+from guided_diffusion.model_card import read_own_card
 from guided_diffusion.pet.noise_level import estimate_noise_sd
 from guided_diffusion.warm_start import noise_levels, start_timestep_for_noise
 
@@ -58,12 +61,21 @@ def test_start_step_is_the_first_whose_noise_level_reaches_the_target():
         start_timestep_for_noise(ALPHAS_CUMPROD, float("nan"), 8.0)
 
 
+def copy_of_demo_model(folder: Path) -> Path:
+    """models/demo_all_doses/model_ema.pt and its card, copied into ``folder`` (the committed card stays as it is)."""
+    folder.mkdir()
+    for name in ("model_ema.pt", "model_ema.card.json"):
+        shutil.copy(REPO / "models" / "demo_all_doses" / name, folder / name)
+    return folder / "model_ema.pt"
+
+
 def test_the_scale_is_fitted_on_pairs_from_disk(tmp_path):
+    model = copy_of_demo_model(tmp_path / "model")
     subprocess.run([sys.executable, str(REPO / "scripts" / "make_phantoms.py"), "--out_dir", str(tmp_path / "pairs"),
                     "--num_subjects", "1", "--seed", "4100", "--voxel_size", "8", "--axial_extent_mm", "64",
                     "--dose_levels", "1/4,1/50", "--format", "nifti"], check=True, capture_output=True)
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "warm_start.py"), "--config", "demo",
-                             "--model_path", str(REPO / "models" / "demo_all_doses" / "model_ema.pt"),
+                             "--model_path", str(model),
                              "--pairs", str(tmp_path / "pairs"), "--starts", "5,40", "--steps", "2",
                              "--patch_axial", "16", "--out", str(tmp_path / "scale.csv")],
                             capture_output=True, text=True, check=False, timeout=300)
@@ -76,3 +88,23 @@ def test_the_scale_is_fitted_on_pairs_from_disk(tmp_path):
     expected = math.exp(np.mean([math.log(float(r["level_ratio"])) for r in best.values()]))
     printed = float(result.stdout.strip().splitlines()[-1].rsplit(" ", 1)[1])
     assert printed == pytest.approx(expected, abs=0.01)
+    # The card now holds this fit; its other sections are kept.
+    card = read_own_card(model)
+    scale = card["warm_start_scale"]
+    assert scale["value"] == pytest.approx(printed, abs=0.006) and scale["table"] == str(tmp_path / "scale.csv")
+    assert "benchmarks/warm_start.py" in scale["fitted_by"] and f"--pairs {tmp_path / 'pairs'}" in scale["fitted_by"]
+    assert scale["fitted_on"]["folder"] == str(tmp_path / "pairs") and scale["fitted_on"]["num_pairs"] == 2
+    assert scale["fitted_on"]["doses"] == [0.25, 0.02] and scale["fitted_on"]["seeds"] == [4100]
+    committed = json.loads((REPO / "models" / "demo_all_doses" / "model_ema.card.json").read_text())
+    assert {k: v for k, v in card.items() if k != "warm_start_scale"} == {
+        k: v for k, v in committed.items() if k != "warm_start_scale"}
+
+
+def test_a_card_of_other_weights_is_refused_before_the_fit(tmp_path, monkeypatch):
+    model = copy_of_demo_model(tmp_path / "model")
+    card = json.loads((tmp_path / "model" / "model_ema.card.json").read_text())
+    card["weights"]["sha256"] = "0" * 64
+    (tmp_path / "model" / "model_ema.card.json").write_text(json.dumps(card))
+    monkeypatch.setattr(sys, "argv", ["warm_start.py", "--model_path", str(model), "--pairs", str(tmp_path / "none")])
+    with benchmark_module("warm_start") as warm_start, pytest.raises(UserError, match="belongs to other weights"):
+        warm_start.main()
