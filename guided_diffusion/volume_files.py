@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import UserError
 from .pet.io import UnitOptions, Volume, output_path, write_volume
-from .pet.io.dicom_write import write_dicom_series
+from .pet.io.registry import volume_format
 
 #: Flags that say how inputs are read (units of NIfTI files, SUV timing, npz arrays).
 INPUT_FLAGS = {
@@ -84,19 +84,21 @@ def result_paths(save_dir: str | Path, volume: Volume, suffix: str, output_forma
     """Where one result of ``volume`` goes: ``{"file": ...}`` and/or ``{"dicom": <folder>}``.
 
     ``file`` is ``<name>_<suffix>`` in the input's file format (NIfTI for DICOM
-    input); ``dicom`` is the series folder ``<name>_<suffix>_dcm`` (DICOM input only).
+    input); ``dicom`` is the series folder ``<name>_<suffix>_dcm`` (inputs whose
+    format writes series, i.e. DICOM, only).
     """
     paths = {}
-    if output_format in ("nifti", "both") or volume.fmt != "dicom":
+    writes_series = volume_format(volume.fmt).write_series is not None
+    if output_format in ("nifti", "both") or not writes_series:
         paths["file"] = output_path(save_dir, volume, suffix)
-    if output_format in ("dicom", "both") and volume.fmt == "dicom":
+    if output_format in ("dicom", "both") and writes_series:
         paths["dicom"] = Path(save_dir) / f"{volume.name}_{suffix}_dcm"
     return paths
 
 
 def check_output_format(volume: Volume, output_format: str) -> None:
     """DICOM results need a DICOM source: refuse ``--output_format dicom`` for other inputs."""
-    if output_format == "dicom" and volume.fmt != "dicom":
+    if output_format == "dicom" and volume_format(volume.fmt).write_series is None:
         raise UserError(f"{volume.path}: --output_format dicom needs DICOM input; this is {volume.fmt} "
                         "(use --output_format nifti or both)")
 
@@ -114,8 +116,9 @@ def write_result(paths: dict[str, Path], suv: np.ndarray, volume: Volume, output
     if "file" in paths:
         write_volume(paths["file"], in_output_units(suv, volume, output_units), like=volume, overwrite=overwrite)
     if "dicom" in paths:
-        write_dicom_series(paths["dicom"], suv, volume, series_description=description, units=output_units,
-                           series_number_offset=series_offset, overwrite=overwrite)
+        volume_format(volume.fmt).write_series(paths["dicom"], suv, volume, series_description=description,
+                                               units=output_units, series_number_offset=series_offset,
+                                               overwrite=overwrite)
 
 
 def units_written(volume: Volume, output_units: str) -> str:

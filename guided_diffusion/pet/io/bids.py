@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UserError
-from .paths import volume_stem
+from .registry import volume_stem
 from .suv import Instant, Sourced
 
 #: Half-lives (s) of the PET radionuclides, from nuclear data tables (NNDC NuDat 3, www.nndc.bnl.gov/nudat3;

@@ -1,6 +1,6 @@
 """A DICOM PET series read with pydicom: classic slices or enhanced multi-frame objects, to SUV with geometry.
 
-The files of one series (as :mod:`.discovery` groups them) become an
+The files of one series (as :mod:`.dicom_discovery` groups them) become an
 (X, Y, Z) = (column, row, slice) volume sorted along the slice normal, with a
 RAS affine; the voxels are the rescaled pixel values times the SUV factor of
 :mod:`.dicom_suv`.
@@ -17,9 +17,14 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from ...errors import UserError
+from .dicom_discovery import is_dicom_file, pet_series
 from .dicom_suv import check_dicom_suv, dicom_suv_factors
 from .dicom_tags import header_copy, require
+from .dicom_write import write_dicom_series
 from .enhanced import frame_headers, is_multiframe
+from .nifti import NIFTI_FORMAT
+from .registry import VolumeFormat
+from .source import ReadOptions, VolumeInfo, VolumeSource
 from .volume import DicomSource, Volume, validated
 
 # DICOM patient coordinates are LPS; flipping x and y gives RAS.
@@ -39,14 +44,18 @@ def _pixels(ds: Any, file: Path) -> np.ndarray:
     return pixels.reshape(frames, *pixels.shape[-2:])
 
 
+def _dataset(file: Path, stop_before_pixels: bool = False) -> Any:
+    try:
+        return pydicom.dcmread(file, stop_before_pixels=stop_before_pixels)
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as exc:
+        raise UserError(f"{file}: cannot read as DICOM ({exc}); check the file is complete") from exc
+
+
 def _read_frames(files: Sequence[Path]) -> tuple[list[Any], list[np.ndarray]]:
     """Header-only datasets (one per frame; one per file for classic slices) and their (rows, columns) pixels."""
     headers, planes = [], []
     for file in files:
-        try:
-            ds = pydicom.dcmread(file)
-        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as exc:
-            raise UserError(f"{file}: cannot read as DICOM ({exc}); check the file is complete") from exc
+        ds = _dataset(file)
         require(ds, "PixelData", file, "for the voxel values")
         pixels = _pixels(ds, file)
         if is_multiframe(ds):
@@ -96,18 +105,13 @@ def _geometry(headers: list[Any], where: Path) -> tuple[list[int], np.ndarray]:
     return order, LPS_TO_RAS @ affine
 
 
-def read_dicom(files: Sequence[Path], folder: Path, name: str, series_uid: str,
-               allow_uncorrected: bool = False) -> Volume:
-    """Read the PET series made of ``files`` as an (X, Y, Z) SUV volume with its RAS affine.
+def read_dicom(source: VolumeSource, options: ReadOptions) -> Volume:
+    """Read the PET series made of ``source.files`` as an (X, Y, Z) SUV volume with its RAS affine.
 
     X runs along an image row, Y down its columns and Z along the slice normal.
-
-    Args:
-        files: the series' files (classic slices, or enhanced multi-frame objects).
-        folder: the folder holding them (``Volume.path``, and messages).
-        name: the volume's name (``Volume.name``).
-        series_uid: the SeriesInstanceUID (``DicomSource.series_uid``).
-        allow_uncorrected: convert even when CorrectedImage lacks ATTN or DECY.
+    ``source.path`` (the folder holding the files) is ``Volume.path`` and names the
+    series in messages; of ``options`` only ``units.allow_uncorrected`` applies
+    (convert even when CorrectedImage lacks ATTN or DECY).
 
     Returns:
         a Volume with ``header`` a :class:`DicomSource` (headers in array Z order),
@@ -118,11 +122,11 @@ def read_dicom(files: Sequence[Path], folder: Path, name: str, series_uid: str,
         UserError: unreadable files, inconsistent slices, undecodable pixels, a tag
             needed for geometry or SUV missing, or values implausible as SUV.
     """
-    files = sorted(files)
+    files, folder = sorted(source.files), source.path
     headers, planes = _read_frames(files)
     order, affine = _geometry(headers, folder)
     headers = [headers[k] for k in order]
-    units, factors, record = dicom_suv_factors(headers, folder, allow_uncorrected)
+    units, factors, record = dicom_suv_factors(headers, folder, options.units.allow_uncorrected)
     volume = []
     for k, header, factor in zip(order, headers, factors):
         slope = float(getattr(header, "RescaleSlope", 1.0) or 1.0)
@@ -132,4 +136,22 @@ def read_dicom(files: Sequence[Path], folder: Path, name: str, series_uid: str,
     data = validated(np.stack(volume, axis=-1), folder)
     check_dicom_suv(data, units, folder)
     to_suv: float | np.ndarray = float(factors[0]) if np.ptp(factors) == 0 else factors
-    return Volume(data, affine, "dicom", folder, name, DicomSource(headers, files, series_uid), units, to_suv, record)
+    return Volume(data, affine, "dicom", folder, source.name, DicomSource(headers, files, source.series_uid or ""),
+                  units, to_suv, record)
+
+
+def survey_dicom(source: VolumeSource, options: ReadOptions) -> VolumeInfo:
+    """Shape (columns, rows, frames) and affine of a PET series from its headers (no pixel data is read)."""
+    headers = []
+    for file in sorted(source.files):
+        ds = _dataset(file, stop_before_pixels=True)
+        headers += frame_headers(ds, file) if is_multiframe(ds) else [ds]
+    _, affine = _geometry(headers, source.path)
+    return VolumeInfo(source, (int(headers[0].Columns), int(headers[0].Rows), len(headers)), affine)
+
+
+#: DICOM PET series, found by content; results are NIfTI files and, on request, a new DICOM series.
+DICOM_FORMAT = VolumeFormat(
+    "dicom", read_dicom, results_as=NIFTI_FORMAT.name, survey=survey_dicom, detect=is_dicom_file, group=pet_series,
+    label="DICOM PET series", write_series=write_dicom_series,
+)

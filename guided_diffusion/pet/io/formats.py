@@ -1,8 +1,7 @@
-"""Reading and writing a volume file whatever its format: ``.npz``, NIfTI, or a DICOM series."""
+"""Reading, surveying and writing a volume whatever its format, through the registry (:mod:`.registry`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -10,13 +9,15 @@ import numpy as np
 
 from ...atomic import atomic_write
 from ...errors import UserError
-from .dicom import read_dicom
-from .discovery import VolumeSource, source_for_path
-from .nifti import read_nifti, write_nifti
-from .npz import read_npz, write_npz
-from .paths import NIFTI_SUFFIXES, volume_suffix
+from .discovery import source_for_path
+from .registry import result_format, volume_format, volume_suffix
+from .source import ReadOptions, VolumeInfo, VolumeSource
 from .units import UnitOptions
 from .volume import DEFAULT_VOXEL_SIZE, Volume
+
+
+def _source(source: VolumeSource | str | os.PathLike) -> VolumeSource:
+    return source if isinstance(source, VolumeSource) else source_for_path(Path(source))
 
 
 def read_volume(source: VolumeSource | str | os.PathLike, npz_key: str | None = None,
@@ -24,9 +25,10 @@ def read_volume(source: VolumeSource | str | os.PathLike, npz_key: str | None = 
     """Read a PET volume (X, Y, Z) in SUV with its geometry.
 
     Args:
-        source: an entry of :func:`~.discovery.list_volumes`, or a path: a ``.npz``,
-            ``.nii`` or ``.nii.gz`` file, a DICOM file (its series, from the files
-            beside it), or a folder holding exactly one DICOM PET series (in it or below).
+        source: an entry of :func:`~.discovery.list_volumes`, or a path: a file of a
+            registered format (``.npz``, ``.nii``, ``.nii.gz``, ...), a DICOM file (its
+            series, from the files beside it), or a folder holding exactly one DICOM
+            PET series (in it or below).
         npz_key: array name inside an ``.npz`` (default ``arr_0``).
         default_voxel_size: isotropic voxel size (mm) for ``.npz`` files without an ``affine``.
         units: how to read units (NIfTI: SUV or Bq/ml; DICOM: only ``allow_uncorrected``
@@ -39,23 +41,36 @@ def read_volume(source: VolumeSource | str | os.PathLike, npz_key: str | None = 
         UserError: the file is missing, unreadable, has the wrong shape, is
             empty or all zero, holds NaN/inf voxels, or SUV cannot be computed.
     """
-    units = units or UnitOptions()
-    if not isinstance(source, VolumeSource):
-        source = source_for_path(Path(source))
-    if source.kind == "dicom":
-        return read_dicom(source.files, source.path, source.name, source.series_uid or "", units.allow_uncorrected)
-    if source.kind == "npz":
-        volume = read_npz(source.path, npz_key, default_voxel_size)
-    else:
-        volume = read_nifti(source.path, units)
-    return dataclasses.replace(volume, name=source.name)
+    source = _source(source)
+    return volume_format(source.kind).read(source, ReadOptions(npz_key, default_voxel_size, units or UnitOptions()))
+
+
+def survey_volume(source: VolumeSource | str | os.PathLike, npz_key: str | None = None,
+                  default_voxel_size: float = DEFAULT_VOXEL_SIZE, units: UnitOptions | None = None) -> VolumeInfo:
+    """The name, format, shape (X, Y, Z) and affine that :func:`read_volume` would give, from the headers.
+
+    NIfTI, npz and DICOM read no voxels; a format without a ``survey`` is read
+    whole. The arguments are :func:`read_volume`'s.
+
+    Raises:
+        UserError: the file is missing or unreadable, or its header says the
+            volume is not 3D or is empty (checks of the voxels wait for the read).
+    """
+    source = _source(source)
+    fmt = volume_format(source.kind)
+    options = ReadOptions(npz_key, default_voxel_size, units or UnitOptions())
+    if fmt.survey is not None:
+        return fmt.survey(source, options)
+    volume = fmt.read(source, options)
+    return VolumeInfo(source, volume.shape, volume.affine)
 
 
 def write_volume(path: str | os.PathLike, data: np.ndarray, like: Volume, overwrite: bool = False) -> Path:
     """Atomically write ``data`` (X, Y, Z) in ``like``'s format and geometry; return the path.
 
     npz: ``arr_0`` (float32) plus ``affine``. NIfTI: ``like``'s affine and header,
-    float32 without scaling. DICOM input: NIfTI with ``like``'s affine.
+    float32 without scaling. DICOM input: NIfTI with ``like``'s affine (the
+    format's ``results_as``).
 
     Raises:
         UserError: shape differs from ``like``, the suffix of ``path`` does not
@@ -65,9 +80,7 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, like: Volume, overwr
     data = np.asarray(data, dtype=np.float32)
     if data.shape != like.data.shape:
         raise UserError(f"{path}: result shape {data.shape} differs from the input {like.path} shape {like.data.shape}")
-    suffix = volume_suffix(path)
-    expected = (".npz",) if like.fmt == "npz" else NIFTI_SUFFIXES
-    if suffix not in expected:
-        raise UserError(f"{path}: must end in {' or '.join(expected)} to match the input {like.path}")
-    write = write_npz if like.fmt == "npz" else write_nifti
-    return atomic_write(path, lambda tmp: write(tmp, data, like), overwrite=overwrite)
+    fmt = result_format(like.fmt)
+    if volume_suffix(path) not in fmt.suffixes:
+        raise UserError(f"{path}: must end in {' or '.join(fmt.suffixes)} to match the input {like.path}")
+    return atomic_write(path, lambda tmp: fmt.write(tmp, data, like), overwrite=overwrite)

@@ -13,29 +13,55 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
 from ...errors import UserError
-from .paths import volume_stem
-from .units import UnitOptions, nifti_units
-from .volume import Volume, checked_affine, validated
+from .registry import VolumeFormat
+from .source import ReadOptions, VolumeInfo, VolumeSource
+from .units import nifti_units
+from .volume import Volume, checked_affine, checked_shape, validated
+
+#: NIfTI file suffixes; a result of another format's input gets the first.
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+#: What nibabel may raise for a truncated or corrupt file.
+NIFTI_ERRORS = (OSError, ValueError, EOFError, zlib.error, ImageFileError)
 
 
-def read_nifti(path: Path, units: UnitOptions) -> Volume:
-    """Read ``path`` as an (X, Y, Z) float32 SUV volume with its affine and a copy of its header.
+def _unreadable(path: Path, exc: Exception) -> UserError:
+    return UserError(f"{path}: cannot read as NIfTI ({exc}); check the file is complete and not corrupt")
 
-    ``units`` says whether the values are SUV or Bq/ml (:func:`.units.nifti_units`);
+
+def _load(path: Path) -> nib.Nifti1Image:
+    """The image with its header; the voxels stay on disk until asked for."""
+    try:
+        return nib.load(path)
+    except NIFTI_ERRORS as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def read_nifti(source: VolumeSource, options: ReadOptions) -> Volume:
+    """Read ``source.path`` as an (X, Y, Z) float32 SUV volume with its affine and a copy of its header.
+
+    ``options.units`` says whether the values are SUV or Bq/ml (:func:`.units.nifti_units`);
     ``source_units``, ``to_suv`` and ``suv_record`` of the result say what was done.
     """
+    path = source.path
+    image = _load(path)
     try:
-        image = nib.load(path)
         # get_fdata applies scl_slope/scl_inter, used with integer storage.
         data = image.get_fdata(dtype=np.float32)
-    except (OSError, ValueError, EOFError, zlib.error, ImageFileError) as exc:
-        raise UserError(f"{path}: cannot read as NIfTI ({exc}); check the file is complete and not corrupt") from exc
+    except NIFTI_ERRORS as exc:
+        raise _unreadable(path, exc) from exc
     data = validated(data, path)
-    source_units, to_suv, record = nifti_units(data, path, units)
+    source_units, to_suv, record = nifti_units(data, path, options.units)
     if to_suv != 1.0:
         data = (data * np.float32(to_suv)).astype(np.float32)
-    return Volume(data, checked_affine(image.affine, str(path)), "nifti", path, volume_stem(path),
+    return Volume(data, checked_affine(image.affine, str(path)), "nifti", path, source.name,
                   image.header.copy(), source_units, to_suv, record)
+
+
+def survey_nifti(source: VolumeSource, options: ReadOptions) -> VolumeInfo:
+    """Shape and affine of a NIfTI volume from its header (nibabel reads no voxels)."""
+    image = _load(source.path)
+    return VolumeInfo(source, checked_shape(image.shape, source.path), checked_affine(image.affine, str(source.path)))
 
 
 def write_nifti(path: Path, data: np.ndarray, like: Volume) -> None:
@@ -48,3 +74,6 @@ def write_nifti(path: Path, data: np.ndarray, like: Volume) -> None:
         image.set_qform(like.affine, code=1)
         image.set_sform(like.affine, code=1)
     nib.save(image, path)
+
+
+NIFTI_FORMAT = VolumeFormat("nifti", read_nifti, suffixes=NIFTI_SUFFIXES, write=write_nifti, survey=survey_nifti)

@@ -27,9 +27,9 @@ class Volume:
     Attributes:
         data: float32 array (X, Y, Z) in SUV.
         affine: 4x4 float64 voxel -> world (mm, RAS+).
-        fmt: "npz", "nifti" or "dicom".
+        fmt: the name of its format in :data:`.registry.FORMATS` ("npz", "nifti", "dicom", ...).
         path: the file (or DICOM directory) read.
-        name: file stem without ``.npz`` / ``.nii`` / ``.nii.gz`` (directory name for DICOM).
+        name: the source's name: the file stem without its volume suffix (a series name for DICOM).
         header: the nibabel header for NIfTI input, a :class:`DicomSource` for DICOM input, else None.
         source_units: the units the file stored: "SUV", "BQML" (Bq/ml) or "CNTS" (Philips counts).
         to_suv: factor from the stored units to SUV: a scalar, or one value per Z slice
@@ -52,12 +52,21 @@ class Volume:
     @property
     def voxel_size(self) -> tuple[float, float, float]:
         """Voxel edge lengths (mm) along X, Y, Z, from the affine's column norms."""
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+        return tuple(voxel_spacing(self.affine).tolist())  # type: ignore[return-value]
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """Array shape (X, Y, Z) in voxels."""
         return tuple(self.data.shape)  # type: ignore[return-value]
+
+
+def voxel_spacing(affine: np.ndarray) -> np.ndarray:
+    """Voxel edge lengths in mm along the array's three axes: the norms of a 4x4 affine's first three columns.
+
+    Returns:
+        float64 array of shape (3,), mm per voxel along axes 0, 1, 2 (whatever their direction).
+    """
+    return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
 
 
 @dataclass(eq=False)
@@ -77,7 +86,7 @@ class DicomSource:
     series_uid: str
 
 
-def validated(data: np.ndarray, source: Path) -> np.ndarray:
+def validated(data: np.ndarray, source: Path | str) -> np.ndarray:
     """Squeeze singleton axes beyond three, cast to float32 and check the values.
 
     Leading length-1 axes (e.g. (1, X, Y, Z) from the paper's npz files) and
@@ -92,15 +101,7 @@ def validated(data: np.ndarray, source: Path) -> np.ndarray:
     """
     if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
         raise UserError(f"{source}: voxel type {data.dtype} is not real numbers; save the volume as float32")
-    while data.ndim > 3 and data.shape[0] == 1:
-        data = data[0]
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise UserError(f"{source}: volume has shape {data.shape}; expected 3 axes (X, Y, Z) after dropping length-1 axes")
-    if data.size == 0:
-        raise UserError(f"{source}: volume of shape {data.shape} is empty")
-    data = np.ascontiguousarray(data, dtype=np.float32)
+    data = np.ascontiguousarray(data.reshape(checked_shape(data.shape, source)), dtype=np.float32)
     bad = ~np.isfinite(data)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -111,6 +112,27 @@ def validated(data: np.ndarray, source: Path) -> np.ndarray:
     if not data.any():
         raise UserError(f"{source}: every voxel is zero; check that this is the right file")
     return data
+
+
+def checked_shape(shape: tuple[int, ...], source: Path | str) -> tuple[int, int, int]:
+    """``shape`` without its length-1 axes beyond three (leading ones first), checked to be 3D and non-empty.
+
+    This is the shape :func:`validated` gives an array of ``shape``, so a header
+    alone tells the shape of the volume read.
+
+    Raises:
+        UserError: naming ``source``, when the shape is not 3 axes or is empty.
+    """
+    shape = tuple(int(n) for n in shape)
+    while len(shape) > 3 and shape[0] == 1:
+        shape = shape[1:]
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise UserError(f"{source}: volume has shape {shape}; expected 3 axes (X, Y, Z) after dropping length-1 axes")
+    if 0 in shape:
+        raise UserError(f"{source}: volume of shape {shape} is empty")
+    return shape  # type: ignore[return-value]
 
 
 def checked_affine(affine: np.ndarray, source: str) -> np.ndarray:

@@ -7,12 +7,13 @@ Layout of a data folder (searched recursively; names starting with ``.`` are ski
 * manifests ``pairs.csv`` (header ``low_dose,full_dose[,dose_fraction,subject]``)
   or ``pairs.json`` (a list of objects with the same keys). Paths are relative to
   the manifest's folder (or absolute) and name any volume ``read_volume`` reads
-  (``.nii``, ``.nii.gz``, single-volume ``.npz``, DICOM directories); several rows
-  may share one full-dose file. ``.npz`` files named by a manifest are not pairs
-  themselves.
+  (``.nii``, ``.nii.gz``, single-volume ``.npz``, DICOM directories, and any format
+  registered in :data:`guided_diffusion.pet.io.FORMATS`); several rows may share
+  one full-dose file. ``.npz`` files named by a manifest are not pairs themselves.
 
 Every volume is checked once (readable, 3 axes, finite, both volumes of a pair
-on one grid), brought onto the model grid (:mod:`guided_diffusion.pet.io.grid`:
+on one grid; grids from the headers through ``survey_volume``, voxels through
+``read_volume``, so every registered format trains), brought onto the model grid (:mod:`guided_diffusion.pet.io.grid`:
 RAS orientation, ``model_voxel_size`` mm voxels) and stored as a float32
 ``.npy`` (X, Y, Z) in a cache folder, keyed by the source's path, size and
 modification time and by the grid, so another voxel size builds new entries.
@@ -28,22 +29,19 @@ import csv
 import hashlib
 import json
 import warnings
-import zipfile
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-from nibabel.filebasedimages import ImageFileError
 
 from ...atomic import atomic_write
 from ...errors import UserError
-from ..io import read_volume
+from ..io import read_volume, survey_volume
 from ..io.grid import SAME_SIZE_MM, GridMapping, plan_grid
+from ..io.npz import npz_affine, npz_shapes, read_npz_array
 from ..io.reorient import reorientation
-from ..io.volume import DEFAULT_VOXEL_SIZE, checked_affine
+from ..io.volume import DEFAULT_VOXEL_SIZE, validated
 
 MANIFEST_NAMES = ("pairs.csv", "pairs.json")
 MANIFEST_KEYS = ("low_dose", "full_dose")
@@ -140,7 +138,7 @@ def data_voxel_size(entries: Sequence[PairEntry]) -> float:
 
     Voxel edges are compared in RAS order (left-right, posterior-anterior,
     feet-head), to ``SAME_SIZE_MM``; a volume's orientation does not matter.
-    Only file headers are read (DICOM series are read whole).
+    Only file headers are read (formats without a header survey are read whole).
 
     Raises:
         UserError: two volumes differ in voxel size; the message names them and ``--model_voxel_size``.
@@ -222,46 +220,24 @@ def _entry_geometry(entry: PairEntry) -> list[tuple[Path, tuple[Shape3, np.ndarr
 
 
 def _volume_geometry(path: Path) -> tuple[Shape3, np.ndarray]:
-    """Shape and affine of a single volume: from the header for NIfTI, else from reading it."""
-    if path.is_file() and path.name.lower().endswith((".nii", ".nii.gz")):
-        try:
-            image = nib.load(path)
-            shape = tuple(int(n) for n in image.shape)
-            affine = image.affine
-        except (OSError, ValueError, EOFError, zlib.error, ImageFileError):
-            shape = ()  # read_volume below names the problem
-        # Trailing length-1 axes (X, Y, Z, 1) are dropped, as read_volume does.
-        while len(shape) > 3 and shape[-1] == 1:
-            shape = shape[:-1]
-        if len(shape) == 3:
-            return shape, checked_affine(affine, str(path))  # type: ignore[return-value]
-    volume = read_volume(path)
-    return volume.shape, volume.affine
+    """Shape and affine of a single volume of any registered format, from its headers (:func:`survey_volume`)."""
+    info = survey_volume(path)
+    return info.shape, info.affine
 
 
 def _npz_pair_geometry(source: Path) -> tuple[Shape3, np.ndarray]:
     """Shape (X, Y, Z) and affine of a pair ``.npz`` from its headers (``arr_0`` (2, X, Y, Z), optional ``affine``)."""
-    try:
-        with zipfile.ZipFile(source) as archive:
-            names = [name.removesuffix(".npy") for name in archive.namelist()]
-            if "arr_0" not in names:
-                raise UserError(f"{source}: no array arr_0 (keys: {', '.join(names) or 'none'}); "
-                                "a pair file holds arr_0 of shape (2, X, Y, Z) = (low, full)")
-            with archive.open("arr_0.npy") as f:
-                version = np.lib.format.read_magic(f)
-                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
-                    else np.lib.format.read_array_header_2_0
-                shape = read_header(f)[0]
-        with np.load(source, allow_pickle=False) as npz:
-            affine = npz["affine"] if "affine" in npz.files else np.diag([DEFAULT_VOXEL_SIZE] * 3 + [1.0])
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-        raise UserError(f"{source}: cannot read as .npz ({err}); check the file is complete")
+    shapes = npz_shapes(source)
+    if "arr_0" not in shapes:
+        raise UserError(f"{source}: no array arr_0 (keys: {', '.join(shapes) or 'none'}); "
+                        "a pair file holds arr_0 of shape (2, X, Y, Z) = (low, full)")
+    shape = shapes["arr_0"]
     if len(shape) != 4 or shape[0] != 2 or min(shape) == 0:
         raise UserError(
             f"{source}: arr_0 has shape {shape}; a pair file needs (2, X, Y, Z) = (low dose, full dose). "
             "Single volumes belong in a pairs.csv manifest"
         )
-    return tuple(shape[1:]), checked_affine(affine, f"{source} ['affine']")
+    return tuple(shape[1:]), npz_affine(source, DEFAULT_VOXEL_SIZE)  # type: ignore[return-value]
 
 
 def _cache_name(source: Path, cache: Path, tag: str) -> Path:
@@ -293,25 +269,8 @@ def _cached_npz_pair(source: Path, cache: Path, grid: GridMapping) -> tuple[Path
     low, full = (_cache_name(source, cache, f"{half}-{grid.key}") for half in ("low", "full"))
     if low.exists() and full.exists():
         return low, full
-    try:
-        with np.load(source, allow_pickle=False) as npz:
-            data = npz["arr_0"]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-        raise UserError(f"{source}: cannot read as .npz ({err}); check the file is complete")
-    if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
-        raise UserError(f"{source}: arr_0 holds {data.dtype}, not real numbers; save it as float32")
-    for i, label in enumerate(("low dose", "full dose")):
-        _check_values(data[i], f"{source} arr_0[{i}] ({label})")
-    _save(low, grid.to_model(data[0]))
-    _save(full, grid.to_model(data[1]))
+    data, _ = read_npz_array(source, "arr_0", DEFAULT_VOXEL_SIZE)
+    halves = [validated(data[i], f"{source} arr_0[{i}] ({label})") for i, label in enumerate(("low dose", "full dose"))]
+    for target, half in zip((low, full), halves):
+        _save(target, grid.to_model(half))
     return low, full
-
-
-def _check_values(volume: np.ndarray, source: str) -> None:
-    bad = ~np.isfinite(volume)
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise UserError(f"{source}: {int(bad.sum())} voxels are NaN or infinite (first at index {where}); "
-                        "fix or mask them (e.g. set them to 0)")
-    if not volume.any():
-        raise UserError(f"{source}: every voxel is zero; check that this is the right file")
