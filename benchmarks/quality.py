@@ -2,6 +2,9 @@
 
     python benchmarks/quality.py --model_path models/demo/model_ema.pt --config tiny --seeds 5000,5001,5002
 
+Patches are sampled with --sampler (a name of ``guided_diffusion.samplers.SAMPLERS``; DDIM by default)
+over --timestep_respacing steps (``ddim10`` by default).
+
 Prints PSNR / SSIM / NRMSE against full dose per subject and their means, and
 writes them as JSON (--out). Runs in one process on the first GPU, or the CPU.
 """
@@ -20,17 +23,19 @@ from guided_diffusion.atomic import atomic_write_text
 from guided_diffusion.checkpoint import load_model_weights
 from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, args_to_dict, parse_args_with_config
+from guided_diffusion.model_kinds import MODEL_KINDS
 from guided_diffusion.patch_jobs import SamplingOptions
 from guided_diffusion.pet.eval.scoring import score_against_full_dose
 from guided_diffusion.pet.sim.cases import simulated_case
 from guided_diffusion.pet.sim.doses import parse_dose_fraction
+from guided_diffusion.samplers import get_sampler
 from guided_diffusion.script_util import sr_create_model_and_diffusion, sr_model_and_diffusion_defaults
 
 
 def create_argparser() -> argparse.ArgumentParser:
     defaults = {"model_path": "", "seeds": "5000,5001,5002", "dose": "0.05", "voxel_size": 4.0,
                 "axial_extent_mm": 0.0, "num_ensemble": 2, "batch_size": 4, "patch_axial": 64,
-                "max_patch_inplane": 320, "patch_overlap": 8, "start_timestep": 0, "out": ""}
+                "max_patch_inplane": 320, "patch_overlap": 8, "start_timestep": 0, "sampler": "ddim", "out": ""}
     defaults.update(sr_model_and_diffusion_defaults())
     defaults["timestep_respacing"] = "ddim10"
     parser = FlagParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,13 +46,15 @@ def create_argparser() -> argparse.ArgumentParser:
 def main() -> None:
     args = parse_args_with_config(create_argparser())
     args.dose = parse_dose_fraction(args.dose, "--dose")  # "1/20" or "0.05" -> 0.05, as make_phantoms.py reads it
+    get_sampler(args.sampler)
     model, diffusion = sr_create_model_and_diffusion(
         **args_to_dict(args, sr_model_and_diffusion_defaults().keys()), start_timestep=args.start_timestep)
     load_model_weights(model, args.model_path)
     model.to(dist_util.dev()).eval()
+    sampling = SamplingOptions(sampler=args.sampler, batch_size=args.batch_size, num_ensemble=args.num_ensemble,
+                               warm_start=args.start_timestep > 0)
     denoiser = VolumeDenoiser(
-        model, diffusion, SamplingOptions(batch_size=args.batch_size, num_ensemble=args.num_ensemble,
-                                         warm_start=args.start_timestep > 0),
+        model, MODEL_KINDS["diffusion"].predictor(diffusion, sampling), sampling,
         PatchingOptions(patch_axial=args.patch_axial, max_patch_inplane=args.max_patch_inplane,
                         overlap=args.patch_overlap), suv_max=16.0)
     rows = []

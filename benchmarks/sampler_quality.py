@@ -38,6 +38,7 @@ from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser, warm_start
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, parse_args_with_config
 from guided_diffusion.inference_network import InferenceNetwork
+from guided_diffusion.model_kinds import MODEL_KINDS
 from guided_diffusion.patch_jobs import SamplingOptions
 from guided_diffusion.pet.eval.metrics import psnr, ssim
 from guided_diffusion.pet.eval.reports import write_csv
@@ -45,6 +46,7 @@ from guided_diffusion.pet.eval.scoring import score_against_full_dose
 from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX
 from guided_diffusion.pet.sim.cases import EvaluationCase, simulated_case
 from guided_diffusion.pet.sim.doses import parse_dose_fractions
+from guided_diffusion.samplers import SAMPLERS, get_sampler
 from guided_diffusion.script_util import (
     diffusion_from_flags,
     sr_create_model_and_diffusion,
@@ -72,7 +74,7 @@ class QualitySetup:
         start_timestep: warm start T0 (0: from pure noise at the last step), or
             ``"auto"``: per subject, from its measured noise and ``warm_start_scale``.
         precision: the network's precision ("fp32", "bf16", "fp16").
-        samplers: the samplers compared ("ddpm", "ddim", "dpmpp2m").
+        samplers: the samplers compared, names of ``guided_diffusion.samplers.SAMPLERS``.
         steps: their step counts.
         num_ensemble: samples per subject (K).
         batch_size: patches per network call.
@@ -139,8 +141,9 @@ class SubjectScorer:
         rows, reference = [], None
         for sampler, requested, steps in settings(self.setup, full_chain):
             diffusion = diffusion_from_flags(self.flags, timestep_respacing=str(steps), start_timestep=start)
-            denoiser = VolumeDenoiser(self.network, diffusion, replace(sampling, sampler=sampler), self.patching,
-                                      DEFAULT_SUV_MAX)
+            options = replace(sampling, sampler=sampler)
+            denoiser = VolumeDenoiser(self.network, MODEL_KINDS["diffusion"].predictor(diffusion, options), options,
+                                      self.patching, DEFAULT_SUV_MAX)
             started = time.perf_counter()
             denoised = denoiser.denoise(case.low, f"subject{case.seed}").mean
             seconds = time.perf_counter() - started
@@ -193,18 +196,21 @@ def add_quality_flags(parser: argparse.ArgumentParser, repo: Path) -> None:
     add_dict_to_argparser(parser, {
         "skip_quality": False, "quality_model": str(repo / "models" / "demo" / "model_ema.pt"),
         "quality_seeds": "5000,5001", "quality_dose": 0.05, "quality_extent_mm": 96.0, "quality_patch_axial": 24,
-        "quality_samplers": "ddpm,ddim,dpmpp2m", "quality_steps": "5,10,20,50", "quality_precision": "fp32",
+        "quality_samplers": ",".join(SAMPLERS), "quality_steps": "5,10,20,50", "quality_precision": "fp32",
         "quality_ensemble": 1, "start_timestep": "100", "warm_start_scale": DEFAULT_WARM_START_SCALE,
     })
 
 
 def setup_from_args(args: argparse.Namespace) -> QualitySetup:
     """The :class:`QualitySetup` named by the ``--quality_*`` flags."""
+    samplers = tuple(args.quality_samplers.split(","))
+    for name in samplers:
+        get_sampler(name, "--quality_samplers")
     return QualitySetup(
         model_path=Path(args.quality_model), seeds=tuple(int(s) for s in args.quality_seeds.split(",")),
         dose=args.quality_dose, axial_extent_mm=args.quality_extent_mm, patch_axial=args.quality_patch_axial,
         start_timestep=read_start_timestep(args.start_timestep), precision=args.quality_precision,
-        samplers=tuple(args.quality_samplers.split(",")), steps=tuple(int(s) for s in args.quality_steps.split(",")),
+        samplers=samplers, steps=tuple(int(s) for s in args.quality_steps.split(",")),
         num_ensemble=args.quality_ensemble, warm_start_scale=args.warm_start_scale,
     )
 

@@ -17,6 +17,12 @@ it against the full dose. Each row also holds the input's measured noise
 that ratio at each case's best ``T0``, is what ``--start_timestep auto`` uses
 (``scripts/test.py --warm_start_scale``). Also scores the pure-noise start (the
 paper's full reverse process) for the simulated doses of ``--from_noise_doses``.
+
+The scale goes into the model's card (``<model>.card.json``, see
+:mod:`guided_diffusion.model_card`; started from the weights file when there is
+none) with this command, the data, the date and the table (``--out``, or the
+best row of each case); ``--update_card False`` leaves the card alone. A card
+that belongs to other weights is refused before anything runs.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, parse_args_with_config
 from guided_diffusion.inference_network import InferenceNetwork
+from guided_diffusion.model_card import current_command, fit_record, read_own_card, update_card
+from guided_diffusion.model_kinds import MODEL_KINDS
 from guided_diffusion.patch_jobs import SamplingOptions
 from guided_diffusion.pet.eval.baselines import best_gaussian_filter
 from guided_diffusion.pet.eval.metrics import psnr
@@ -44,7 +52,8 @@ from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX
 from guided_diffusion.pet.noise_level import estimate_noise_sd
 from guided_diffusion.pet.sim.cases import simulated_case
 from guided_diffusion.pet.sim.doses import parse_dose_fractions
-from guided_diffusion.pet.training.pairs import data_voxel_size, find_pairs, prepare_pairs
+from guided_diffusion.pet.training.data_description import describe_pairs
+from guided_diffusion.pet.training.pairs import PairEntry, data_voxel_size, find_pairs, prepare_pairs
 from guided_diffusion.script_util import (
     diffusion_from_flags,
     sr_create_model_and_diffusion,
@@ -75,10 +84,15 @@ def simulated_cases(seeds: list[int], doses: list[float], axial_extent_mm: float
             yield Case(f"seed{seed}_dose{dose:g}", dose, case.low, case.full, 4.0)
 
 
-def pair_cases(pairs_dir: str, model_voxel_size: float, cache_dir: str) -> Iterator[Case]:
-    """Every pair under ``pairs_dir`` (the layout of ``scripts/train.py --data_dir``) on the model grid:
+def simulated_description(seeds: list[int], doses: list[float], axial_extent_mm: float) -> dict:
+    """What :func:`simulated_cases` draws, for the model card."""
+    return {"simulated": "guided_diffusion.pet.sim.cases.simulated_case, 4 mm voxels", "seeds": seeds,
+            "doses": doses, "axial_extent_mm": axial_extent_mm}
+
+
+def pair_cases(entries: list[PairEntry], model_voxel_size: float, cache_dir: str) -> Iterator[Case]:
+    """The pairs ``entries`` (found as ``scripts/train.py --data_dir`` finds them) on the model grid:
     ``model_voxel_size`` mm, or with 0 the voxel size the pairs share."""
-    entries = find_pairs(pairs_dir, flag="--pairs")
     voxel = model_voxel_size or data_voxel_size(entries)
     for entry, pair in zip(entries, prepare_pairs(entries, cache_dir, (1, 1, 1), voxel)):
         low, full = pair.open()
@@ -91,7 +105,7 @@ def create_argparser() -> argparse.ArgumentParser:
         "model_path": "models/demo/model_ema.pt", "seeds": "4000,4001", "pairs": "",
         "doses": "1/2,1/4,1/10,1/20,1/50,1/100", "starts": "10,25,50,100,200,300", "sampler": "ddpm", "steps": 5,
         "axial_extent_mm": 96.0, "patch_axial": 24, "num_ensemble": 1, "precision": "bf16",
-        "from_noise_doses": "", "from_noise_steps": 50, "out": "", "model_voxel_size": 0.0,
+        "from_noise_doses": "", "from_noise_steps": 50, "out": "", "model_voxel_size": 0.0, "update_card": True,
         **sr_model_and_diffusion_defaults()})
     return parser
 
@@ -104,6 +118,11 @@ def main() -> None:
         starts = []
     if not starts or min(starts) < 1:
         raise UserError(f"--starts takes start steps >= 1 like 10,25,50, got {args.starts!r}")
+    if args.update_card:
+        read_own_card(args.model_path)
+    entries = find_pairs(args.pairs, flag="--pairs") if args.pairs else []
+    seeds = [] if args.pairs else [int(s) for s in args.seeds.split(",")]
+    doses = [] if args.pairs else parse_dose_fractions(args.doses, "--doses")
     flags = {key: getattr(args, key) for key in sr_model_and_diffusion_defaults()}
     model, full_process = sr_create_model_and_diffusion(**flags)
     load_model_weights(model, args.model_path)
@@ -117,13 +136,14 @@ def main() -> None:
         sampling = SamplingOptions(batch_size=4, num_ensemble=args.num_ensemble, warm_start=start > 0,
                                    sampler=args.sampler)
         started = time.perf_counter()
-        result = VolumeDenoiser(network, diffusion, sampling, patching, DEFAULT_SUV_MAX).denoise(case.low, case.name)
+        predictor = MODEL_KINDS["diffusion"].predictor(diffusion, sampling)
+        result = VolumeDenoiser(network, predictor, sampling, patching, DEFAULT_SUV_MAX).denoise(case.low, case.name)
         return psnr(result.mean, case.full), time.perf_counter() - started
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="warm_start_pairs_") as cache:
-        cases = pair_cases(args.pairs, args.model_voxel_size, cache) if args.pairs else simulated_cases(
-            [int(s) for s in args.seeds.split(",")], parse_dose_fractions(args.doses, "--doses"), args.axial_extent_mm)
+        cases = pair_cases(entries, args.model_voxel_size, cache) if args.pairs else simulated_cases(
+            seeds, doses, args.axial_extent_mm)
         for case in cases:
             noise = estimate_noise_sd(case.low, case.voxel_size) / DEFAULT_SUV_MAX
             fwhm, gaussian = best_gaussian_filter(case.low, case.full, case.voxel_size)
@@ -145,10 +165,17 @@ def main() -> None:
         if row["start_timestep"] and (row["case"] not in best or row["psnr"] > best[row["case"]]["psnr"]):
             best[row["case"]] = row
     scale = math.exp(np.mean([math.log(r["level_ratio"]) for r in best.values()]))
-    print(f"best T0 per case: {[(name, r['start_timestep']) for name, r in best.items()]}")
-    print(f"scale for --start_timestep auto (geometric mean of the best ratio): {scale:.2f}")
     if args.out:
         write_csv(args.out, rows, list(rows[0]), overwrite=True)
+    if args.update_card:
+        fitted_on = describe_pairs(args.pairs, entries) if args.pairs else simulated_description(
+            seeds, doses, args.axial_extent_mm)
+        record = fit_record(round(scale, 2), fitted_by=current_command(), fitted_on=fitted_on,
+                            table=args.out or list(best.values()))
+        update_card(args.model_path, warm_start_scale=record)
+        print(f"wrote the scale into the model card of {args.model_path}")
+    print(f"best T0 per case: {[(name, r['start_timestep']) for name, r in best.items()]}")
+    print(f"scale for --start_timestep auto (geometric mean of the best ratio): {scale:.2f}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ depend on the number of ranks nor on the batch size (see ``patch_jobs``).
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,13 +24,11 @@ import numpy as np
 import torch
 
 from . import dist_util
-from .gaussian_diffusion import GaussianDiffusion
-from .patch_jobs import Job, SamplingOptions, sample_jobs
+from .patch_jobs import Job, PatchPredictor, SamplingOptions, sample_jobs
 from .pet.ensemble import RunningMoments
 from .pet.intensity import model_to_suv, restore_saturated, suv_to_model
 from .pet.noise_level import estimate_noise_sd
 from .pet.patches import PatchBlender, PatchPlan, pad_volume, plan_patches
-from .regression import RegressionProcess
 from .sharding import round_robin
 from .warm_start import start_timestep_for_noise
 
@@ -117,12 +116,12 @@ def rank_jobs(num_boxes: int, members: range, job_offset: int) -> list[Job]:
 
 
 class VolumeDenoiser:
-    """Denoise volumes with a conditional diffusion model, sharing patches over MPI ranks.
+    """Denoise volumes with a network, sharing patches over MPI ranks.
 
     Args:
-        model: the conditional UNet, on this rank's device, in eval mode.
-        diffusion: the (respaced) diffusion process used for sampling, or the regression
-            baseline's process (one forward pass per patch).
+        model: the network, on this rank's device, in eval mode.
+        predictor: what denoises a batch of patches with it, the model kind's
+            (e.g. :class:`~guided_diffusion.model_kinds.ReverseProcess` for a diffusion model).
         sampling / patching: see the option classes (a 2D network, ``model.dims == 2``, takes
             ``patching.slices()``).
         suv_max: the intensity mapping's clip value (as in training).
@@ -133,7 +132,7 @@ class VolumeDenoiser:
     def __init__(
         self,
         model: torch.nn.Module,
-        diffusion: GaussianDiffusion | RegressionProcess,
+        predictor: PatchPredictor,
         sampling: SamplingOptions,
         patching: PatchingOptions,
         suv_max: float,
@@ -141,13 +140,19 @@ class VolumeDenoiser:
         on_step: Callable[[int], None] | None = None,
     ):
         self.model = model
-        self.diffusion = diffusion
+        self.predictor = predictor
         self.sampling = sampling
         # A 2D network denoises slice by slice.
         self.patching = patching.slices() if getattr(model, "dims", 3) == 2 else patching
         self.suv_max = suv_max
         self.keep_saturated = keep_saturated
         self.on_step = on_step or (lambda n: None)
+
+    def with_predictor(self, predictor: PatchPredictor) -> VolumeDenoiser:
+        """The same denoiser with another predictor (e.g. a process truncated at a volume's own warm start)."""
+        other = copy.copy(self)
+        other.predictor = predictor
+        return other
 
     def plan(self, shape: tuple[int, int, int]) -> PatchPlan:
         return make_plan(shape, self.patching, self.model.spatial_divisor)
@@ -175,7 +180,7 @@ class VolumeDenoiser:
         for wave in member_waves(len(plan), self.sampling.num_ensemble, self.sampling.batch_size):
             started = time.perf_counter()
             jobs = rank_jobs(len(plan), wave, job_offset)
-            patches = sample_jobs(self.model, self.diffusion, self.sampling, plan, cond, name, jobs, self.on_step)
+            patches = sample_jobs(self.model, self.predictor, self.sampling, plan, cond, name, jobs, self.on_step)
             gathered = dist_util.COMM.gather(list(zip(jobs, patches)), root=0)
             del patches
             sampled = time.perf_counter()

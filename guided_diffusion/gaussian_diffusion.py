@@ -10,14 +10,17 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from . import samplers
 from .losses import discretized_gaussian_log_likelihood, normal_kl
-
-Generator = torch.Generator | Sequence[torch.Generator] | None
+from .samplers import get_sampler
+from .samplers.ddim import ddim_step
+from .samplers.ddpm import ddpm_step
+from .samplers.interface import Generator, Prediction, Step
+from .samplers.steps import extract, randn
 
 
 def get_named_beta_schedule(name: str, num_diffusion_timesteps: int) -> np.ndarray:
@@ -68,26 +71,6 @@ class LossType(enum.Enum):
 def mean_flat(tensor: torch.Tensor) -> torch.Tensor:
     """Mean over every axis but the batch axis: (N, ...) -> (N,)."""
     return tensor.mean(dim=list(range(1, tensor.ndim)))
-
-
-def _extract(table: np.ndarray, t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """table[t] as float32, reshaped to broadcast against a tensor of ``shape``."""
-    values = torch.from_numpy(table).to(device=t.device)[t].float()
-    return values.reshape(values.shape + (1,) * (len(shape) - values.ndim))
-
-
-def randn(shape: Sequence[int], generator: Generator, device: torch.device | str) -> torch.Tensor:
-    """Standard normal noise of ``shape`` (N, ...).
-
-    ``generator`` may be one ``torch.Generator`` for the whole batch or one per
-    batch element; per-element generators make a sample independent of which
-    other samples share its batch (and of how work is split across ranks).
-    """
-    if generator is None or isinstance(generator, torch.Generator):
-        return torch.randn(*shape, generator=generator, device=device)
-    if len(generator) != shape[0]:
-        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
-    return torch.stack([torch.randn(*shape[1:], generator=g, device=device) for g in generator])
 
 
 class GaussianDiffusion:
@@ -153,9 +136,9 @@ class GaussianDiffusion:
 
     def q_mean_variance(self, x_start: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Mean, variance and log variance of q(x_t | x_0)."""
-        mean = _extract(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
-        variance = _extract(1.0 - self.alphas_cumprod, t, x_start.shape)
-        log_variance = _extract(self.log_one_minus_alphas_cumprod, t, x_start.shape)
+        mean = extract(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
+        variance = extract(1.0 - self.alphas_cumprod, t, x_start.shape)
+        log_variance = extract(self.log_one_minus_alphas_cumprod, t, x_start.shape)
         return mean, variance, log_variance
 
     def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -163,8 +146,8 @@ class GaussianDiffusion:
         if noise is None:
             noise = torch.randn_like(x_start)
         return (
-            _extract(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
-            + _extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * noise
+            extract(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
+            + extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * noise
         )
 
     def warm_start(self, x_start: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -181,11 +164,11 @@ class GaussianDiffusion:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, variance and clipped log variance of q(x_{t-1} | x_t, x_0)."""
         mean = (
-            _extract(self.posterior_mean_coef1, t, x_t.shape) * x_start
-            + _extract(self.posterior_mean_coef2, t, x_t.shape) * x_t
+            extract(self.posterior_mean_coef1, t, x_t.shape) * x_start
+            + extract(self.posterior_mean_coef2, t, x_t.shape) * x_t
         )
-        variance = _extract(self.posterior_variance, t, x_t.shape)
-        log_variance = _extract(self.posterior_log_variance_clipped, t, x_t.shape)
+        variance = extract(self.posterior_variance, t, x_t.shape)
+        log_variance = extract(self.posterior_log_variance_clipped, t, x_t.shape)
         return mean, variance, log_variance
 
     # -- reading the model -------------------------------------------------
@@ -228,8 +211,8 @@ class GaussianDiffusion:
             if self.model_var_type == ModelVarType.LEARNED:
                 log_variance = var_values
             else:
-                min_log = _extract(self.posterior_log_variance_clipped, t, x.shape)
-                max_log = _extract(np.log(self.betas), t, x.shape)
+                min_log = extract(self.posterior_log_variance_clipped, t, x.shape)
+                max_log = extract(np.log(self.betas), t, x.shape)
                 frac = (var_values + 1) / 2
                 log_variance = frac * max_log + (1 - frac) * min_log
             variance = torch.exp(log_variance)
@@ -240,8 +223,8 @@ class GaussianDiffusion:
                 log_table = np.log(var_table)
             else:
                 var_table, log_table = self.posterior_variance, self.posterior_log_variance_clipped
-            variance = _extract(var_table, t, x.shape) * torch.ones_like(x)
-            log_variance = _extract(log_table, t, x.shape) * torch.ones_like(x)
+            variance = extract(var_table, t, x.shape) * torch.ones_like(x)
+            log_variance = extract(log_table, t, x.shape) * torch.ones_like(x)
 
         def process_xstart(x0: torch.Tensor) -> torch.Tensor:
             if denoised_fn is not None:
@@ -267,22 +250,85 @@ class GaussianDiffusion:
 
     def _predict_xstart_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         return (
-            _extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
-            - _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps
+            extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
+            - extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps
         )
 
     def _predict_xstart_from_xprev(self, x_t: torch.Tensor, t: torch.Tensor, xprev: torch.Tensor) -> torch.Tensor:
         return (
-            _extract(1.0 / self.posterior_mean_coef1, t, x_t.shape) * xprev
-            - _extract(self.posterior_mean_coef2 / self.posterior_mean_coef1, t, x_t.shape) * x_t
+            extract(1.0 / self.posterior_mean_coef1, t, x_t.shape) * xprev
+            - extract(self.posterior_mean_coef2 / self.posterior_mean_coef1, t, x_t.shape) * x_t
         )
 
     def _predict_eps_from_xstart(self, x_t: torch.Tensor, t: torch.Tensor, pred_xstart: torch.Tensor) -> torch.Tensor:
         return (
-            _extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - pred_xstart
-        ) / _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape)
+            extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - pred_xstart
+        ) / extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape)
 
-    # -- ancestral sampling ------------------------------------------------
+    # -- sampling: the registry's samplers over this process --------------
+
+    def denoiser(self, model: Callable, clip_denoised: bool = True, denoised_fn: Callable | None = None,
+                 model_kwargs: dict | None = None) -> ModelDenoiser:
+        """``model`` read by this process, as samplers call it (:class:`~.samplers.Denoiser`).
+
+        Args:
+            model: called as ``model(x, model_timesteps(t), **model_kwargs)``.
+            clip_denoised: clip each x_0 prediction to [-1, 1].
+            denoised_fn: applied to each x_0 prediction before clipping.
+        """
+        return ModelDenoiser(self, model, clip_denoised, denoised_fn, model_kwargs)
+
+    def sample_loop(self, name: str, model: Callable, shape: Sequence[int], noise: torch.Tensor | None = None,
+                    **kwargs) -> torch.Tensor:
+        """Sample from the model with the sampler ``name``; see :meth:`sample_loop_progressive`."""
+        return _final_sample(self.sample_loop_progressive(name, model, shape, noise=noise, **kwargs))
+
+    def sample_loop_progressive(
+        self,
+        name: str,
+        model: Callable,
+        shape: Sequence[int],
+        noise: torch.Tensor | None = None,
+        clip_denoised: bool = True,
+        denoised_fn: Callable | None = None,
+        model_kwargs: dict | None = None,
+        device: torch.device | str | None = None,
+        progress: bool = False,
+        generator: Generator = None,
+        **options,
+    ) -> Iterator[Step]:
+        """Yield every step of the sampler ``name`` (a key of :data:`~.samplers.SAMPLERS`), from the last step
+        of this (respaced, possibly truncated) process down to 0, one network evaluation each.
+
+        Args:
+            name: the sampler; an unknown name raises :class:`~.errors.UserError`.
+            shape: (N, C, ...) of the samples.
+            noise: the initial x_T (the caller's, e.g. a crop of a whole-volume field, or a warm start);
+                drawn from ``generator`` when None.
+            clip_denoised, denoised_fn, model_kwargs: how the model is read (:meth:`denoiser`).
+            device: where to sample; the model's by default.
+            progress: show a tqdm bar over the steps.
+            generator: one ``torch.Generator`` or one per batch element, for every random draw.
+            options: the sampler's keyword options, e.g. ``eta`` (DDIM's noise level), ``order`` (dpmpp2m's).
+
+        Yields:
+            Per step, {"sample": the next sample (N, C, ...), "pred_xstart": this step's x_0 (N, C, ...)}.
+        """
+        sampler = get_sampler(name)
+        x = self._initial_sample(model, shape, noise, device, generator)
+        denoiser = self.denoiser(model, clip_denoised, denoised_fn, model_kwargs)
+        yield from _without_grad(sampler(denoiser, x, generator=generator, progress=progress, **options))
+
+    def _initial_sample(self, model, shape, noise, device, generator) -> torch.Tensor:
+        """x_T on the device to sample on (the model's by default): ``noise``, or drawn from ``generator``."""
+        if device is None:
+            device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else "cpu"
+        x = noise.to(device) if noise is not None else randn(shape, generator, device)
+        if tuple(x.shape) != tuple(shape):
+            raise ValueError(f"noise shape {tuple(x.shape)} differs from the requested shape {tuple(shape)}")
+        return x
+
+    # -- the paper's API: ancestral sampling and DDIM, by their own names ---
 
     def p_sample(
         self,
@@ -293,17 +339,25 @@ class GaussianDiffusion:
         denoised_fn: Callable | None = None,
         model_kwargs: dict | None = None,
         generator: Generator = None,
-    ) -> dict[str, torch.Tensor]:
-        """One ancestral step x_t -> x_{t-1}; returns 'sample' and 'pred_xstart'."""
-        out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)
-        noise = randn(x.shape, generator, x.device).to(x.dtype)
-        nonzero = (t != 0).float().reshape(-1, *([1] * (x.ndim - 1)))
-        sample = out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise
-        return {"sample": sample, "pred_xstart": out["pred_xstart"]}
+    ) -> Step:
+        """One ancestral step x_t -> x_{t-1} (:func:`~.samplers.ddpm.ddpm_step`); returns 'sample' and 'pred_xstart'."""
+        return ddpm_step(self.denoiser(model, clip_denoised, denoised_fn, model_kwargs), x, t, generator)
 
-    def p_sample_loop(self, model: Callable, shape: Sequence[int], **kwargs) -> torch.Tensor:
+    def p_sample_loop(
+        self,
+        model: Callable,
+        shape: Sequence[int],
+        noise: torch.Tensor | None = None,
+        clip_denoised: bool = True,
+        denoised_fn: Callable | None = None,
+        model_kwargs: dict | None = None,
+        device: torch.device | str | None = None,
+        progress: bool = False,
+        generator: Generator = None,
+    ) -> torch.Tensor:
         """Sample from the model by ancestral sampling; see :meth:`p_sample_loop_progressive`."""
-        return _final_sample(self.p_sample_loop_progressive(model, shape, **kwargs))
+        return _final_sample(self.p_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn,
+                                                            model_kwargs, device, progress, generator))
 
     def p_sample_loop_progressive(
         self,
@@ -316,20 +370,11 @@ class GaussianDiffusion:
         device: torch.device | str | None = None,
         progress: bool = False,
         generator: Generator = None,
-    ) -> Iterator[dict[str, torch.Tensor]]:
-        """Yield the output of every ancestral step, from t = T-1 down to 0.
-
-        Args:
-            shape: (N, C, ...) of the samples.
-            noise: the initial x_T (the caller's, e.g. a crop of a whole-volume field);
-                drawn from ``generator`` when None.
-            generator: one ``torch.Generator`` or one per batch element, for every random draw.
-            progress: show a tqdm bar over the steps.
-        """
-        yield from self._sample_loop(self.p_sample, model, shape, noise, clip_denoised, denoised_fn,
-                                     model_kwargs, device, progress, generator)
-
-    # -- DDIM --------------------------------------------------------------
+    ) -> Iterator[Step]:
+        """Yield the output of every ancestral step, from t = T-1 down to 0: the sampler ``"ddpm"`` of
+        :meth:`sample_loop_progressive`, whose arguments these are."""
+        return self.sample_loop_progressive("ddpm", model, shape, noise, clip_denoised, denoised_fn, model_kwargs,
+                                            device, progress, generator)
 
     def ddim_sample(
         self,
@@ -341,24 +386,27 @@ class GaussianDiffusion:
         model_kwargs: dict | None = None,
         eta: float = 0.0,
         generator: Generator = None,
-    ) -> dict[str, torch.Tensor]:
-        """One DDIM step x_t -> x_{t-1} (Song et al.); ``eta`` = 0 is deterministic."""
-        out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)
-        eps = self._predict_eps_from_xstart(x, t, out["pred_xstart"])
-        alpha_bar = _extract(self.alphas_cumprod, t, x.shape)
-        alpha_bar_prev = _extract(self.alphas_cumprod_prev, t, x.shape)
-        sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
-        mean = out["pred_xstart"] * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
-        sample = mean
-        if eta > 0:
-            noise = randn(x.shape, generator, x.device).to(x.dtype)
-            nonzero = (t != 0).float().reshape(-1, *([1] * (x.ndim - 1)))
-            sample = mean + nonzero * sigma * noise
-        return {"sample": sample, "pred_xstart": out["pred_xstart"]}
+    ) -> Step:
+        """One DDIM step x_t -> x_{t-1} (Song et al.; :func:`~.samplers.ddim.ddim_step`); ``eta`` = 0 is
+        deterministic."""
+        return ddim_step(self.denoiser(model, clip_denoised, denoised_fn, model_kwargs), x, t, eta, generator)
 
-    def ddim_sample_loop(self, model: Callable, shape: Sequence[int], **kwargs) -> torch.Tensor:
+    def ddim_sample_loop(
+        self,
+        model: Callable,
+        shape: Sequence[int],
+        noise: torch.Tensor | None = None,
+        clip_denoised: bool = True,
+        denoised_fn: Callable | None = None,
+        model_kwargs: dict | None = None,
+        device: torch.device | str | None = None,
+        progress: bool = False,
+        eta: float = 0.0,
+        generator: Generator = None,
+    ) -> torch.Tensor:
         """Sample from the model with DDIM; see :meth:`ddim_sample_loop_progressive`."""
-        return _final_sample(self.ddim_sample_loop_progressive(model, shape, **kwargs))
+        return _final_sample(self.ddim_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn,
+                                                               model_kwargs, device, progress, eta, generator))
 
     def ddim_sample_loop_progressive(
         self,
@@ -372,19 +420,27 @@ class GaussianDiffusion:
         progress: bool = False,
         eta: float = 0.0,
         generator: Generator = None,
-    ) -> Iterator[dict[str, torch.Tensor]]:
-        """Yield the output of every DDIM step; arguments as :meth:`p_sample_loop_progressive`."""
-        def step(*args, **kwargs):
-            return self.ddim_sample(*args, eta=eta, **kwargs)
+    ) -> Iterator[Step]:
+        """Yield the output of every DDIM step: the sampler ``"ddim"`` of :meth:`sample_loop_progressive`."""
+        return self.sample_loop_progressive("ddim", model, shape, noise, clip_denoised, denoised_fn, model_kwargs,
+                                            device, progress, generator, eta=eta)
 
-        yield from self._sample_loop(step, model, shape, noise, clip_denoised, denoised_fn,
-                                     model_kwargs, device, progress, generator)
-
-    # -- DPM-Solver++ -------------------------------------------------------
-
-    def dpmpp2m_sample_loop(self, model: Callable, shape: Sequence[int], **kwargs) -> torch.Tensor:
+    def dpmpp2m_sample_loop(
+        self,
+        model: Callable,
+        shape: Sequence[int],
+        noise: torch.Tensor | None = None,
+        clip_denoised: bool = True,
+        denoised_fn: Callable | None = None,
+        model_kwargs: dict | None = None,
+        device: torch.device | str | None = None,
+        progress: bool = False,
+        generator: Generator = None,
+        order: int = 2,
+    ) -> torch.Tensor:
         """Sample from the model with DPM-Solver++(2M); see :meth:`dpmpp2m_sample_loop_progressive`."""
-        return _final_sample(self.dpmpp2m_sample_loop_progressive(model, shape, **kwargs))
+        return _final_sample(self.dpmpp2m_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn,
+                                                                  model_kwargs, device, progress, generator, order))
 
     def dpmpp2m_sample_loop_progressive(
         self,
@@ -398,42 +454,12 @@ class GaussianDiffusion:
         progress: bool = False,
         generator: Generator = None,
         order: int = 2,
-    ) -> Iterator[dict[str, torch.Tensor]]:
-        """Yield the output of every DPM-Solver++(2M) step (:func:`samplers.dpmpp_2m`), one model call each.
-
-        The steps are this process's own (respaced, possibly truncated) steps,
-        as for DDIM; ``order=1`` is DDIM with eta = 0. Other arguments as
-        :meth:`p_sample_loop_progressive`; ``generator`` only draws ``noise``
-        when it is None, since the solver is deterministic.
-        """
-        device, img = self._initial_sample(model, shape, noise, device, generator)
-
-        def denoise(x: torch.Tensor, i: int) -> torch.Tensor:
-            t = torch.full((shape[0],), i, device=device, dtype=torch.long)
-            with torch.no_grad():
-                return self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)["pred_xstart"]
-
-        yield from samplers.dpmpp_2m(denoise, img, self.alphas_cumprod, order=order, progress=progress)
-
-    def _initial_sample(self, model, shape, noise, device, generator) -> tuple[torch.device | str, torch.Tensor]:
-        """The device to sample on (the model's by default) and x_T there: ``noise``, or drawn from ``generator``."""
-        if device is None:
-            device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else "cpu"
-        img = noise.to(device) if noise is not None else randn(shape, generator, device)
-        if tuple(img.shape) != tuple(shape):
-            raise ValueError(f"noise shape {tuple(img.shape)} differs from the requested shape {tuple(shape)}")
-        return device, img
-
-    def _sample_loop(self, step, model, shape, noise, clip_denoised, denoised_fn, model_kwargs, device,
-                     progress, generator) -> Iterator[dict[str, torch.Tensor]]:
-        device, img = self._initial_sample(model, shape, noise, device, generator)
-        for i in samplers.with_progress(range(self.num_timesteps - 1, -1, -1), progress):
-            t = torch.full((shape[0],), i, device=device, dtype=torch.long)
-            with torch.no_grad():
-                out = step(model, img, t, clip_denoised=clip_denoised, denoised_fn=denoised_fn,
-                           model_kwargs=model_kwargs, generator=generator)
-            yield out
-            img = out["sample"]
+    ) -> Iterator[Step]:
+        """Yield the output of every DPM-Solver++(2M) step: the sampler ``"dpmpp2m"`` of
+        :meth:`sample_loop_progressive`. ``order=1`` is DDIM with eta = 0; ``generator`` only draws
+        ``noise`` when it is None, since the solver is deterministic."""
+        return self.sample_loop_progressive("dpmpp2m", model, shape, noise, clip_denoised, denoised_fn, model_kwargs,
+                                            device, progress, generator, order=order)
 
     # -- training ----------------------------------------------------------
 
@@ -500,7 +526,44 @@ class GaussianDiffusion:
         return terms
 
 
-def _final_sample(steps: Iterator[dict[str, torch.Tensor]]) -> torch.Tensor:
+@dataclass(frozen=True)
+class ModelDenoiser:
+    """A model read by a process, as samplers call it (:class:`~.samplers.Denoiser`); see
+    :meth:`GaussianDiffusion.denoiser`. Respacing's timestep map, learned variances, ``denoised_fn`` and
+    clipping are all applied by :meth:`GaussianDiffusion.p_mean_variance`."""
+
+    process: GaussianDiffusion
+    model: Callable
+    clip_denoised: bool = True
+    denoised_fn: Callable | None = None
+    model_kwargs: dict | None = None
+
+    @property
+    def alphas_cumprod(self) -> np.ndarray:
+        return self.process.alphas_cumprod
+
+    @property
+    def alphas_cumprod_prev(self) -> np.ndarray:
+        return self.process.alphas_cumprod_prev
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor) -> Prediction:
+        """The model's :class:`~.samplers.Prediction` for ``x`` (N, C, ...) at step indices ``t`` (N,)."""
+        out = self.process.p_mean_variance(self.model, x, t, self.clip_denoised, self.denoised_fn, self.model_kwargs)
+        eps = self.process._predict_eps_from_xstart(x, t, out["pred_xstart"])
+        return Prediction(out["pred_xstart"], eps, out["mean"], out["log_variance"])
+
+
+def _without_grad(steps: Iterator[Step]) -> Iterator[Step]:
+    """``steps``, each computed under ``torch.no_grad``; the caller's code between steps keeps its own mode."""
+    while True:
+        with torch.no_grad():
+            out = next(steps, None)
+        if out is None:
+            return
+        yield out
+
+
+def _final_sample(steps: Iterator[Step]) -> torch.Tensor:
     """Run a progressive sampling loop to its end; its last ``sample``."""
     final = None
     for final in steps:

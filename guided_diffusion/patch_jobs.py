@@ -1,4 +1,4 @@
-"""Sampling a list of patch jobs in one process: no MPI, no files.
+"""Patch jobs: denoising a list of (member, patch) jobs of one volume in one process; no MPI, no files.
 
 A job is one (ensemble member, box) pair of a volume's patch plan.
 Reproducibility: the initial noise of a volume and member is one field of the
@@ -9,8 +9,8 @@ overlap. Any per-step noise (ancestral sampling, DDIM with eta > 0) comes
 from a generator of the job itself. A job's result therefore does not depend
 on which process samples it, nor on what else is in its batch.
 
-The regression baseline (:class:`~guided_diffusion.regression.RegressionProcess`)
-takes the same path with one forward pass per batch and no noise. A 2D network
+What denoises a batch is the model kind's :class:`PatchPredictor` (a reverse
+process; one forward pass, with no noise, for the one-pass baselines). A 2D network
 (``model.dims == 2``) takes patches one axial slice deep, (X, Y, 1), as
 (1, X, Y) images: every slice is denoised on its own.
 """
@@ -20,20 +20,35 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from .gaussian_diffusion import GaussianDiffusion
 from .pet.patches import PatchPlan
-from .regression import RegressionProcess
 from .sharding import batches
 
 #: One (ensemble member, box index) pair.
 Job = tuple[int, int]
 
-#: The reverse processes a patch can be sampled with.
-SAMPLERS = ("ddpm", "ddim", "dpmpp2m")
+
+class PatchPredictor(Protocol):
+    """What denoises a batch of patches (a model kind's, see :mod:`guided_diffusion.model_kinds`).
+
+    Attributes:
+        steps: network evaluations per patch (progress bars count them).
+        uses_noise: whether it starts from noise (each patch's crop of the volume's noise field).
+    """
+
+    steps: int
+    uses_noise: bool
+
+    def __call__(self, model: Callable, low: torch.Tensor, noise: torch.Tensor | None,
+                 generators: Sequence[torch.Generator] | None,
+                 on_step: Callable[[int], None] = lambda n: None) -> torch.Tensor:
+        """(N, 1, Z, X, Y) low-dose patches ((N, 1, X, Y) for a 2D network), their starting noise (same shape;
+        None unless ``uses_noise``) and one generator each for any later noise -> the (N, 1, ...) denoised
+        patches; ``on_step(N)`` after each network evaluation."""
 
 
 @dataclass(frozen=True)
@@ -41,9 +56,10 @@ class SamplingOptions:
     """How each patch is sampled.
 
     Attributes:
-        sampler: "ddpm" (ancestral, the paper's default), "ddim" (deterministic when
-            ``eta`` = 0) or "dpmpp2m" (DPM-Solver++(2M), deterministic); each runs over
-            the steps the (respaced) process keeps.
+        sampler: a name of :data:`guided_diffusion.samplers.SAMPLERS`: "ddpm" (ancestral,
+            the paper's default), "ddim" (deterministic when ``eta`` = 0) or "dpmpp2m"
+            (DPM-Solver++(2M), deterministic); each runs over the steps the (respaced)
+            process keeps.
         eta: DDIM noise level (0 = deterministic).
         clip_denoised: clip each x_0 prediction to [-1, 1].
         batch_size: patches per network call.
@@ -98,7 +114,7 @@ def from_network(patch: torch.Tensor) -> np.ndarray:
 
 def sample_jobs(
     model: torch.nn.Module,
-    diffusion: GaussianDiffusion | RegressionProcess,
+    predictor: PatchPredictor,
     options: SamplingOptions,
     plan: PatchPlan,
     cond: np.ndarray,
@@ -106,78 +122,41 @@ def sample_jobs(
     jobs: Sequence[Job],
     on_step: Callable[[int], None] = lambda n: None,
 ) -> list[np.ndarray]:
-    """Sample ``jobs`` of one volume in batches of ``options.batch_size``.
+    """Denoise ``jobs`` of one volume in batches of ``options.batch_size``.
 
     Args:
-        model: the conditional UNet; its parameters' device runs the batches, its
-            ``dims`` (3 if absent) says whether it takes volumes or slices.
-        diffusion: the (respaced, possibly warm-start-truncated) process, or the
-            regression baseline's (one forward pass, no noise).
+        model: the network; its parameters' device runs the batches, its ``dims``
+            (3 if absent) says whether it takes volumes or slices.
+        predictor: the model kind's patch predictor (a reverse process, one forward pass, ...):
+            ``predictor(model, low, noise, generators, on_step)``; ``predictor.uses_noise`` says
+            whether it takes the noise field's crops.
         plan: the volume's patch plan; ``cond`` is the low-dose volume in model
             units, padded to ``plan.padded_shape`` (X, Y, Z).
         name: the volume's name, part of every seed.
         jobs: (member, box) pairs; keeping a member's jobs together keeps one
             noise field in memory at a time.
-        on_step: called with the batch size after every reverse step (progress bars).
+        on_step: called with the batch size after every network evaluation (progress bars).
 
     Returns:
         One (X, Y, Z) float32 patch of ``plan.patch_size`` per job, in model units, in job order.
     """
-    if isinstance(diffusion, RegressionProcess):
-        return _predict_jobs(model, diffusion, options, plan, cond, jobs, on_step)
     device = next(model.parameters()).device
     dims = getattr(model, "dims", 3)
     boxes = plan.boxes
     patches = []
     field_member, field = -1, None
     for batch in batches(list(jobs), options.batch_size):
-        conds, noises, generators = [], [], []
-        for member, box in batch:
-            if member != field_member:
-                field_member, field = member, noise_field(plan.padded_shape, options.seed, name, member)
-            conds.append(to_network(cond[boxes[box]], dims))
-            noises.append(to_network(field[boxes[box]], dims))
-            generator = torch.Generator(device)
-            generator.manual_seed(mix_seed(options.seed, name_key(name), member, box, 1))
-            generators.append(generator)
-        low = torch.stack(conds).to(device)
-        noise = torch.stack(noises).to(device)
-        if options.warm_start:
-            noise = diffusion.warm_start(low, noise)
-        samples = _reverse_process(model, diffusion, options, low, noise, generators, on_step)
-        patches += [from_network(sample) for sample in samples]
-    return patches
-
-
-def _predict_jobs(model: torch.nn.Module, process: RegressionProcess, options: SamplingOptions, plan: PatchPlan,
-                  cond: np.ndarray, jobs: Sequence[Job], on_step: Callable[[int], None]) -> list[np.ndarray]:
-    """The regression baseline's :func:`sample_jobs`: one forward pass per batch, no noise."""
-    device = next(model.parameters()).device
-    dims = getattr(model, "dims", 3)
-    boxes = plan.boxes
-    patches = []
-    for batch in batches(list(jobs), options.batch_size):
         low = torch.stack([to_network(cond[boxes[box]], dims) for _, box in batch]).to(device)
-        with torch.inference_mode():
-            estimates = process.predict(model, low, clip=options.clip_denoised)
-        on_step(len(low))
-        patches += [from_network(estimate) for estimate in estimates]
+        noise, generators = None, None
+        if predictor.uses_noise:
+            noises, generators = [], []
+            for member, box in batch:
+                if member != field_member:
+                    field_member, field = member, noise_field(plan.padded_shape, options.seed, name, member)
+                noises.append(to_network(field[boxes[box]], dims))
+                generator = torch.Generator(device)
+                generator.manual_seed(mix_seed(options.seed, name_key(name), member, box, 1))
+                generators.append(generator)
+            noise = torch.stack(noises).to(device)
+        patches += [from_network(sample) for sample in predictor(model, low, noise, generators, on_step)]
     return patches
-
-
-def _reverse_process(model, diffusion, options: SamplingOptions, low: torch.Tensor, noise: torch.Tensor,
-                     generators: list[torch.Generator], on_step: Callable[[int], None]) -> torch.Tensor:
-    """Run the reverse process for a batch (N, 1, Z, X, Y) or (N, 1, X, Y) from ``noise``; returns the samples."""
-    kwargs = {"noise": noise, "clip_denoised": options.clip_denoised, "model_kwargs": {"low_res": low},
-              "device": noise.device, "generator": generators}
-    if options.sampler == "ddim":
-        loop = diffusion.ddim_sample_loop_progressive(model, noise.shape, eta=options.eta, **kwargs)
-    elif options.sampler == "dpmpp2m":
-        loop = diffusion.dpmpp2m_sample_loop_progressive(model, noise.shape, **kwargs)
-    else:
-        loop = diffusion.p_sample_loop_progressive(model, noise.shape, **kwargs)
-    out = None
-    with torch.inference_mode():
-        for out in loop:
-            on_step(len(low))
-    return out["sample"]

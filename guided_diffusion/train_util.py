@@ -34,22 +34,29 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import dist_util, storage
-from .adversarial import AdversarialProcess
 from .checkpoint import CHECKPOINT_FORMAT, load_model_weights, read_checkpoint
 from .ema import EMA, parse_ema_rates
 from .errors import UserError
 from .gaussian_diffusion import GaussianDiffusion
+from .model_card import CARD_SUFFIX, latest_validation, make_card, write_card
 from .precision import autocast, check_precision, choose_precision
 from .regression import RegressionProcess
 from .resample import LossAwareSampler, ScheduleSampler, create_named_schedule_sampler
 from .train_adversary import LOG_COLUMNS, DiscriminatorTrainer
 from .train_log import ProgressLog
-from .train_state import latest_checkpoint, prune_checkpoints, remove_stale_temporaries, write_checkpoint
+from .train_state import (
+    ema_path,
+    latest_checkpoint,
+    prune_checkpoints,
+    remove_stale_temporaries,
+    write_checkpoint,
+)
 
 # Separate the loop's random streams from each other and from the data stream.
 TIMESTEP_STREAM, NOISE_STREAM, TORCH_STREAM = 0x7157, 0x4015E, 0x70C4
-# Differences in these flags do not change the network's layout, so a run may resume with other values.
-RESUMABLE_FLAG_CHANGES = ("use_fp16", "timestep_respacing", "regression_loss")
+# Differences in these flags do not change the network's layout (training_data: the data's description, which a
+# resumed run may change), so a run may resume with other values.
+RESUMABLE_FLAG_CHANGES = ("use_fp16", "timestep_respacing", "regression_loss", "training_data")
 
 
 @dataclass
@@ -137,8 +144,8 @@ class TrainLoop:
             regression baseline, the UNet called as ``model(low, t)``).
         diffusion: the training process (``training_losses``): a diffusion process, a
             :class:`~guided_diffusion.regression.RegressionProcess`, or an
-            :class:`~guided_diffusion.adversarial.AdversarialProcess` (the GAN baseline,
-            whose discriminator is trained after every generator step).
+            :class:`~guided_diffusion.adversarial.AdversarialProcess` (the GAN baseline): a process
+            holding a ``discriminator`` has it trained after every generator step.
         data: ``data(start_batch)`` -> iterable of (full, low) batches, each (B, 1, Z, X, Y)
             (3D network) or (B, 1, X, Y) (2D network, axial slices) in the model range,
             starting at this rank's batch ``start_batch``.
@@ -173,7 +180,7 @@ class TrainLoop:
         self.rates = parse_ema_rates(options.ema_rate)
         self.adversary = DiscriminatorTrainer(
             diffusion, self.device, options.lr, options.weight_decay, self._autocast, self.precision == "fp16",
-        ) if isinstance(diffusion, AdversarialProcess) else None
+        ) if getattr(diffusion, "discriminator", None) is not None else None
 
         resume = dist_util.from_root(self._resume_path)
         self.step = dist_util.agree(lambda: self._start(resume))
@@ -411,5 +418,23 @@ class TrainLoop:
         }
         if self.adversary is not None:
             state["discriminator"] = self.adversary.state_dict()
-        write_checkpoint(self.folder, self.step, state, emas)
-        prune_checkpoints(self.folder, self.options.keep_last)
+        checkpoint = write_checkpoint(self.folder, self.step, state, emas)
+        for rate in self.rates:
+            self._write_card(ema_path(self.folder, rate, self.step), "ema", rate)
+        self._write_card(checkpoint, "checkpoint", self.rates[0])
+        prune_checkpoints(self.folder, self.options.keep_last, sidecars=(CARD_SUFFIX,))
+
+    def _write_card(self, weights: str | Path, kind: str, rate: str) -> None:
+        """Write the model card of the weights file ``weights`` just saved (see :mod:`~guided_diffusion.model_card`).
+
+        ``rate``: the EMA rate of its weights (a checkpoint's default weights are the first rate's); the
+        validation scores, of the first rate, go on those cards only.
+        """
+        flags = {k: v for k, v in self.flags.items() if k != "training_data"}
+        training = {"step": self.step, "precision": self.precision, "lr": self.options.lr,
+                    "batch_size": self.options.batch_size, "num_ranks": self.world_size, "ema_rate": rate}
+        validation = latest_validation(self.log.path) if rate == self.rates[0] else None
+        card = make_card(weights, kind=kind, configuration=flags, model_voxel_size_mm=flags.get("model_voxel_size"),
+                         suv_max=flags.get("suv_max"), training_data=self.flags.get("training_data"),
+                         training=training, validation=validation)
+        write_card(weights, card)

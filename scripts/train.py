@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 from guided_diffusion import dist_util, storage
-from guided_diffusion.adversarial import MIN_DISC_INPUT
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, args_to_dict, parse_args_with_config
+from guided_diffusion.model_kinds import get_model_kind
 from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX, check_suv_max
 from guided_diffusion.pet.training.crops import (
     PairCropDataset,
@@ -34,11 +34,12 @@ from guided_diffusion.pet.training.crops import (
     crop_loader,
     parse_patch_size,
 )
+from guided_diffusion.pet.training.data_description import describe_pairs
 from guided_diffusion.pet.training.pairs import data_voxel_size, find_pairs, prepare_pairs, shard
 from guided_diffusion.pet.training.validation import CropEvaluator
+from guided_diffusion.samplers import get_sampler
 from guided_diffusion.script_util import (
     check_model_kind,
-    diffusion_from_flags,
     sr_create_model_and_diffusion,
     sr_model_and_diffusion_defaults,
 )
@@ -57,6 +58,7 @@ def create_argparser() -> argparse.ArgumentParser:
         "suv_max": DEFAULT_SUV_MAX,
         "val_crops": 4,
         "val_respacing": "ddim10",
+        "val_sampler": "ddim",
         "val_start_timestep": 0,
     }
     defaults.update(train_defaults())
@@ -73,33 +75,20 @@ def check_flags(args: argparse.Namespace, options: TrainOptions) -> tuple[int, i
     if args.dims not in (2, 3):
         raise UserError(f"--dims {args.dims}: use 3 (volumes) or 2 (axial slices)")
     check_model_kind(args.model_kind, args.regression_loss)
-    if args.model_kind != "diffusion" and args.val_start_timestep:
-        raise UserError(f"--val_start_timestep: a {args.model_kind} model has no diffusion steps; leave it at 0")
-    if args.model_kind == "gan":
-        check_gan_flags(args)
     if not args.model_voxel_size >= 0:
         raise UserError(f"--model_voxel_size {args.model_voxel_size}: give the model's voxel size in mm, "
                         "or 0 to take it from the data")
     if args.num_workers < 0 or args.val_crops < 1:
         raise UserError("--num_workers must be >= 0 and --val_crops >= 1")
+    get_sampler(args.val_sampler, "--val_sampler")
     if storage.is_url(args.data_cache or args.result_folder):
         raise UserError("--data_cache must be a local folder (the .npy cache is memory-mapped); "
                         "give one when --result_folder is a URL")
     check_suv_max(args.suv_max)
     options.check()
     patch = parse_patch_size(args.patch_size, args.dims)
-    if args.model_kind == "gan" and min(patch[:args.dims]) < MIN_DISC_INPUT:
-        raise UserError(f"--patch_size {args.patch_size}: the GAN's discriminator needs crops of at least "
-                        f"{MIN_DISC_INPUT} voxels on every axis")
+    get_model_kind(args.model_kind, trainable=True).check_train_flags(args, patch)
     return patch
-
-
-def check_gan_flags(args: argparse.Namespace) -> None:
-    """Refuse GAN flags that cannot work, naming the flag."""
-    if not args.adv_weight >= 0:
-        raise UserError(f"--adv_weight must be 0 or more, got {args.adv_weight}")
-    if args.disc_channels < 8 or args.disc_channels % 8:
-        raise UserError(f"--disc_channels must be a positive multiple of 8, got {args.disc_channels}")
 
 
 def main() -> None:
@@ -124,19 +113,21 @@ def main() -> None:
     if args.val_dir:
         val_entries = dist_util.agree(lambda: find_pairs(args.val_dir, "--val_dir"))
         val_pairs = dist_util.agree(lambda: prepare_pairs(val_entries, cache, patch, voxel_size))
-        # The regression baseline is scored on its one forward pass, the diffusion model on a short DDIM run.
-        val_process = diffusion if args.model_kind != "diffusion" else dist_util.agree(lambda: diffusion_from_flags(
-            flags, timestep_respacing=args.val_respacing, start_timestep=args.val_start_timestep))
-        evaluator = CropEvaluator(val_pairs, val_process, patch, args.val_crops, dist_util.dev(), args.suv_max,
-                                  warm_start=args.val_start_timestep > 0, dims=args.dims)
+        # A diffusion model is scored on a short run of --val_sampler, a one-pass baseline on its forward pass.
+        predictor = dist_util.agree(lambda: get_model_kind(args.model_kind).validation_predictor(
+            diffusion, flags, args.val_sampler, args.val_respacing, args.val_start_timestep))
+        evaluator = CropEvaluator(val_pairs, predictor, patch, args.val_crops, dist_util.dev(), args.suv_max,
+                                  dims=args.dims)
 
     def data(start_batch: int) -> torch.utils.data.DataLoader:
         dataset = PairCropDataset(pairs, patch, args.batch_size, seed=args.seed, rank=rank, start_batch=start_batch,
                                   flip=args.flip, suv_max=args.suv_max, dims=args.dims)
         return crop_loader(dataset, args.num_workers, pin_memory=dist_util.dev().type == "cuda")
 
-    # The model's grid travels with its weights (read back by scripts/test.py), as do model_kind and dims.
-    stored = {**flags, "model_voxel_size": voxel_size}
+    # The model's grid travels with its weights (read back by scripts/test.py), as do model_kind and dims; the
+    # intensity scale and a description of the data go on the model cards too.
+    stored = {**flags, "model_voxel_size": voxel_size, "suv_max": args.suv_max,
+              "training_data": describe_pairs(args.data_dir, entries)}
     TrainLoop(model=model, diffusion=diffusion, data=data, options=options, flags=stored, evaluator=evaluator).run_loop()
 
 

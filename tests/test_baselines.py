@@ -18,6 +18,7 @@ from training_helpers import MPIEXEC, REPO, TINY_NET, run_train, write_npz_pair
 from guided_diffusion.checkpoint import stored_flags, suggest_flags
 from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser
 from guided_diffusion.errors import UserError
+from guided_diffusion.model_kinds import MODEL_KINDS
 from guided_diffusion.patch_jobs import SamplingOptions
 from guided_diffusion.pet.filters import gaussian_smooth
 from guided_diffusion.pet.training.crops import PairCropDataset, crop_loader, parse_patch_size
@@ -188,7 +189,8 @@ def test_2d_network_denoises_each_slice_on_its_own(kind):
     model, process = sr_create_model_and_diffusion(**{**TINY, "dims": 2, "model_kind": kind,
                                                       "timestep_respacing": "ddim2"})
     model = random_weights(model)
-    denoiser = VolumeDenoiser(model, process, SamplingOptions(batch_size=3),
+    sampling = SamplingOptions(batch_size=3)
+    denoiser = VolumeDenoiser(model, MODEL_KINDS[kind].predictor(process, sampling), sampling,
                               PatchingOptions(patch_axial=8, max_patch_inplane=16, overlap=3), suv_max=16.0)
     suv = np.random.default_rng(0).gamma(2.0, 1.0, (12, 10, 5)).astype(np.float32)
     plan = denoiser.plan(suv.shape)

@@ -9,26 +9,33 @@ import pytest
 import torch
 
 from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser, job_offsets, make_plan, member_waves, rank_jobs
+from guided_diffusion.model_kinds import MODEL_KINDS
+from guided_diffusion.networks import create_gaussian_diffusion
 from guided_diffusion.patch_jobs import SamplingOptions, noise_field
 from guided_diffusion.pet.ensemble import RunningMoments
 from guided_diffusion.sharding import batches, round_robin
 
 
 class IdentitySampler:
-    """Stands in for the diffusion process: the 'sample' is the conditioning patch itself."""
+    """Stands in for a model kind's patch predictor: the 'sample' is the conditioning patch itself."""
 
-    num_timesteps = 3
+    steps = 3
+    uses_noise = True
 
-    def ddim_sample_loop_progressive(self, model, shape, noise, model_kwargs, **_):
-        for _ in range(self.num_timesteps):
-            yield {"sample": model_kwargs["low_res"].clone()}
+    def __call__(self, model, low, noise, generators, on_step=lambda n: None):
+        for _ in range(self.steps):
+            on_step(len(low))
+        return low.clone()
 
 
 class NoiseSampler(IdentitySampler):
-    """The 'sample' is the initial noise, to check how noise reaches the patches."""
+    """The 'sample' is the initial noise, to check how noise reaches the patches (one step)."""
 
-    def ddim_sample_loop_progressive(self, model, shape, noise, model_kwargs, **_):
-        yield {"sample": noise.clone()}
+    steps = 1
+
+    def __call__(self, model, low, noise, generators, on_step=lambda n: None):
+        on_step(len(low))
+        return noise.clone()
 
 
 class Divisor(torch.nn.Module):
@@ -123,27 +130,29 @@ def test_round_robin_balances_across_calls():
     assert batches([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]
 
 
-class WarmNoiseSampler(NoiseSampler):
-    """Returns its start; diffusion maths of a real process truncated at step 10."""
+class StartProcess:
+    """A diffusion process truncated at step 10 whose reverse process returns its start sample unchanged."""
 
     def __init__(self):
-        from guided_diffusion.script_util import create_gaussian_diffusion
-
         self.process = create_gaussian_diffusion(steps=100, start_timestep=10, timestep_respacing="5")
         self.num_timesteps = self.process.num_timesteps
         self.warm_start = self.process.warm_start
 
+    def sample_loop_progressive(self, sampler, model, shape, noise, **_):
+        yield {"sample": noise.clone()}
+
 
 def test_warm_start_begins_from_the_diffused_low_dose():
-    sampler = WarmNoiseSampler()
-    assert list(sampler.process.timestep_map) == [0, 2, 5, 8, 10]
+    process = StartProcess()
+    assert list(process.process.timestep_map) == [0, 2, 5, 8, 10]
     suv = np.random.default_rng(0).gamma(2.0, 1.0, (8, 8, 12)).astype(np.float32)
     patching = PatchingOptions(patch_axial=8, max_patch_inplane=8, overlap=4)
-    result = VolumeDenoiser(Divisor(4), sampler, SamplingOptions(seed=2, warm_start=True), patching, suv_max=16.0,
-                            keep_saturated=False).denoise(suv, "w").mean
+    sampling = SamplingOptions(seed=2, warm_start=True)
+    result = VolumeDenoiser(Divisor(4), MODEL_KINDS["diffusion"].predictor(process, sampling), sampling, patching,
+                            suv_max=16.0, keep_saturated=False).denoise(suv, "w").mean
     plan = make_plan(suv.shape, patching, 4)
     field = noise_field(plan.padded_shape, 2, "w", 0).numpy()[:8, :8, :12]
-    abar = sampler.process.alphas_cumprod[-1]
+    abar = process.process.alphas_cumprod[-1]
     expected = np.maximum(np.sqrt(abar) * suv / 16.0 + np.sqrt(1 - abar) * field, 0) * 16.0
     np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from denoise_helpers import BIN, FAST, MODEL_FLAGS, REPO, run, write_random_model
 
 from guided_diffusion.gaussian_diffusion import get_named_beta_schedule
+from guided_diffusion.model_card import fit_record, update_card
 from guided_diffusion.pet.noise_level import estimate_noise_sd
 from guided_diffusion.warm_start import start_timestep_for_noise
 
@@ -123,20 +125,44 @@ def test_a_bug_on_one_rank_ends_every_rank(tmp_path):
     assert result.returncode != 0 and "boom on rank 1" in result.stderr
 
 
-def test_launcher_takes_environment_and_passes_arguments_through(workdir):
-    save = workdir / "out_launcher"
+def run_launcher(workdir: Path, model: Path, save: Path, *args: str) -> subprocess.CompletedProcess:
+    """test_DDPM_3d_mpi.sh on 2 ranks, configured from the environment, ``args`` after its own."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{BIN}:{os.environ['PATH']}", "NUM_GPUS": "2",
-           "MODEL_PATH": str(workdir / "model.pt"), "BASE_SAMPLES": str(workdir / "scan.nii.gz"),
+           "MODEL_PATH": str(model), "BASE_SAMPLES": str(workdir / "scan.nii.gz"),
            "SAVE_DIR": str(save), "MODEL_FLAGS": " ".join(MODEL_FLAGS),
            "DIFFUSION_FLAGS": "--noise_schedule linear"}
-    result = subprocess.run(["bash", str(REPO / "test_DDPM_3d_mpi.sh"), *FAST, "--seed", "3"], check=False,
-                            capture_output=True, text=True, timeout=240, env=env)
+    return subprocess.run(["bash", str(REPO / "test_DDPM_3d_mpi.sh"), *args], check=False,
+                          capture_output=True, text=True, timeout=240, env=env)
+
+
+def test_launcher_takes_environment_and_passes_arguments_through(workdir):
+    model = workdir / "fitted" / "model.pt"
+    model.parent.mkdir(exist_ok=True)
+    shutil.copy(workdir / "model.pt", model)
+    update_card(model, warm_start_scale=fit_record(6.3, fitted_by="a test", fitted_on="none", table=[]))
+    save = workdir / "out_launcher"
+    result = run_launcher(workdir, model, save, *FAST, "--seed", "3")
     assert result.returncode == 0, result.stderr
     sidecar = json.loads((save / "scan_denoised.json").read_text())
     assert sidecar["num_ranks"] == 2 and sidecar["flags"]["timestep_respacing"] == "ddim3"  # passed through, later
-    # the launcher's own sampler defaults: ancestral, from the warm start measured on the input
+    # the launcher's own sampler defaults: ancestral, from the warm start measured on the input, scaled by the card
     assert sidecar["sampler"]["sampler"] == "ddpm" and sidecar["flags"]["start_timestep"] == "auto"
-    assert sidecar["warm_start"]["start_timestep"] >= 1
+    assert sidecar["warm_start"]["start_timestep"] >= 1 and sidecar["warm_start"]["scale"] == 6.3
+    assert sidecar["settings_from"]["warm_start_scale"] == "model card"
+
+
+def test_launcher_runs_the_papers_process_for_a_model_without_a_fitted_scale(workdir):
+    save = workdir / "out_launcher_paper"
+    result = run_launcher(workdir, workdir / "model.pt", save, *FAST)
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "no fitted --warm_start_scale" in notes[0] and "benchmarks/warm_start.py" in notes[0]
+    sidecar = json.loads((save / "scan_denoised.json").read_text())
+    assert sidecar["sampler"]["sampler"] == "ddim" and sidecar["sampler"]["steps"] == 50
+    assert sidecar["sampler"]["start_timestep"] == 0 and "warm_start" not in sidecar
+    # scripts/test.py itself refuses auto without a scale, naming the flag
+    refused = run([*scan_args(workdir, workdir / "out_refused"), *FAST, "--start_timestep", "auto"], ranks=0)
+    assert refused.returncode == 1 and "--warm_start_scale" in refused.stderr.strip().splitlines()[-1]
 
 
 def scan_args(workdir: Path, save: Path) -> list[str]:

@@ -8,6 +8,7 @@ import torch
 
 from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser
 from guided_diffusion.inference_network import InferenceNetwork
+from guided_diffusion.model_kinds import MODEL_KINDS
 from guided_diffusion.patch_jobs import SamplingOptions
 from guided_diffusion.precision import choose_precision, precision_note
 from guided_diffusion.script_util import sr_create_model_and_diffusion, sr_model_and_diffusion_defaults
@@ -31,8 +32,9 @@ def network():
 def denoise(network, precision: str, channels_last: bool = False) -> np.ndarray:
     model, diffusion = network
     suv = np.random.default_rng(0).gamma(2.0, 1.0, (12, 12, 20)).astype(np.float32)
-    denoiser = VolumeDenoiser(InferenceNetwork(model, precision, channels_last), diffusion,
-                              SamplingOptions(batch_size=2, seed=1),
+    sampling = SamplingOptions(batch_size=2, seed=1)
+    denoiser = VolumeDenoiser(InferenceNetwork(model, precision, channels_last),
+                              MODEL_KINDS["diffusion"].predictor(diffusion, sampling), sampling,
                               PatchingOptions(patch_axial=12, max_patch_inplane=8, overlap=4), suv_max=16.0)
     return denoiser.denoise(suv, "v").mean
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from conftest import apply_weight_rule
 
-from guided_diffusion.samplers import dpmpp_2m
+from guided_diffusion.samplers import Prediction
+from guided_diffusion.samplers.dpmpp2m import sample_dpmpp_2m
 from guided_diffusion.script_util import (
     create_gaussian_diffusion,
     sr_create_model_and_diffusion,
@@ -123,20 +124,32 @@ def test_second_order_beats_ddim_on_gaussian_data(start_timestep, respacing, max
     assert rms["dpmpp2m"] < max_ratio * rms["ddim"], rms
 
 
+class GaussianDataDenoiser:
+    """The exact E[x_0 | x_t] for data N(MU, S^2) on a process of ``alphas_cumprod``, in float64.
+
+    DPM-Solver++ reads only ``pred_xstart``; the other fields are NaN so that a read would show.
+    """
+
+    def __init__(self, alphas_cumprod: np.ndarray):
+        self.alphas_cumprod = alphas_cumprod
+        self.alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor) -> Prediction:
+        abar = self.alphas_cumprod[int(t[0])]
+        x0 = MU + np.sqrt(abar) * S**2 / (abar * S**2 + 1 - abar) * (x - np.sqrt(abar) * MU)
+        unread = torch.full_like(x, float("nan"))
+        return Prediction(pred_xstart=x0, eps=unread, mean=unread, log_variance=unread)
+
+
 def test_second_order_convergence_on_a_log_snr_grid():
     """Doubling the steps divides the error by about 4 at second order and by 2 at first (float64, 1-D data)."""
     x_T = torch.randn(1000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
     def error(steps: int, order: int) -> float:
         log_snr = np.linspace(9.2, -10.0, steps)  # 2 lambda, from near-clean to near-pure noise
-        alphas_cumprod = 1 / (1 + np.exp(-log_snr))
-
-        def denoise(x, i):
-            abar = alphas_cumprod[i]
-            return MU + np.sqrt(abar) * S**2 / (abar * S**2 + 1 - abar) * (x - np.sqrt(abar) * MU)
-
-        *_, last = dpmpp_2m(denoise, x_T, alphas_cumprod, order=order)
-        return float((last["sample"] - exact_sample(alphas_cumprod, x_T)).pow(2).mean().sqrt())
+        denoiser = GaussianDataDenoiser(1 / (1 + np.exp(-log_snr)))
+        *_, last = sample_dpmpp_2m(denoiser, x_T, order=order)
+        return float((last["sample"] - exact_sample(denoiser.alphas_cumprod, x_T)).pow(2).mean().sqrt())
 
     assert error(40, 2) / error(80, 2) > 3.5
     assert 1.8 < error(40, 1) / error(80, 1) < 2.2

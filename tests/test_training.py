@@ -17,6 +17,7 @@ from guided_diffusion import dist_util
 from guided_diffusion.checkpoint import load_model_weights, read_checkpoint, stored_flags
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import add_dict_to_argparser, args_to_dict, parse_args_with_config
+from guided_diffusion.model_kinds import ReverseProcess
 from guided_diffusion.pet.training.crops import PairCropDataset, crop_loader
 from guided_diffusion.pet.training.pairs import find_pairs, prepare_pairs
 from guided_diffusion.pet.training.validation import CropEvaluator
@@ -148,8 +149,8 @@ def test_mixed_precision_runs(pairs, tmp_path, precision):
 
 
 def test_validation_scores_are_logged(pairs, tmp_path):
-    evaluator = CropEvaluator(pairs, create_gaussian_diffusion(steps=1000, learn_sigma=True, timestep_respacing="ddim2"),
-                              PATCH, num_crops=2, device=dist_util.dev())
+    process = create_gaussian_diffusion(steps=1000, learn_sigma=True, timestep_respacing="ddim2")
+    evaluator = CropEvaluator(pairs, ReverseProcess(process, "ddim"), PATCH, num_crops=2, device=dist_util.dev())
     train(pairs, tmp_path, evaluator=evaluator, max_steps=2, val_interval=1)
     rows = progress(tmp_path)
     assert np.isfinite(column(rows, "val_psnr")).all() and (column(rows, "val_ssim") <= 1).all()
@@ -214,8 +215,8 @@ def test_validation_with_a_warm_start_begins_at_the_low_dose(pairs):
     scores = {}
     for start in (0, 1):
         process = create_gaussian_diffusion(steps=1000, timestep_respacing="2", start_timestep=start)
-        evaluator = CropEvaluator(pairs, process, PATCH, num_crops=1, device=torch.device("cpu"),
-                                  warm_start=start > 0)
+        evaluator = CropEvaluator(pairs, ReverseProcess(process, "ddim", warm_start=start > 0), PATCH, num_crops=1,
+                                  device=torch.device("cpu"))
         scores[start] = evaluator.evaluate(zero_noise_model, [0])[0]
     # From step 1 the result is the low dose plus noise of SD 0.015; from pure noise it is noise.
     assert scores[1]["val_psnr_low"] - 6 < scores[1]["val_psnr"] < scores[1]["val_psnr_low"]
@@ -227,7 +228,8 @@ def test_a_run_in_a_bucket_saves_and_resumes(pairs, bucket, tmp_path, monkeypatc
     run = "gs://bucket/run"
     train(pairs, run, max_steps=2, save_interval=1, keep_last=1)
     assert sorted(bucket.objects) == [f"{run}/{name}" for name in
-                                      ("checkpoint_0000002.pt", "ema_0.9999_0000002.pt", "progress.csv")]
+                                      ("checkpoint_0000002.card.json", "checkpoint_0000002.pt",
+                                       "ema_0.9999_0000002.card.json", "ema_0.9999_0000002.pt", "progress.csv")]
     first = bucket.objects[f"{run}/progress.csv"].decode().splitlines()
     loop = train(pairs, run, max_steps=3, save_interval=1, keep_last=1)
     assert loop.step == 3 and f"resuming from {run}/checkpoint_0000002.pt at step 2" in capsys.readouterr().out

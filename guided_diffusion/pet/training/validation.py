@@ -1,11 +1,12 @@
-"""Validation during training: a fixed set of crops, denoised with a short DDIM run, scored against full dose.
+"""Validation during training: a fixed set of crops, denoised as the model kind says, scored against full dose.
 
 The crops and the starting noise are fixed (``VAL_SEED``), so the scores of
 successive evaluations, and of different runs, are comparable. Scores are
 computed on the model's intensity scale with peak 1 (= ``suv_max`` SUV):
 PSNR in dB and SSIM. The scores of the low-dose input itself are reported
-alongside, as the baseline to beat. The regression baseline's crops are its one
-forward pass; a 2D network's crops are axial slices (scored as images).
+alongside, as the baseline to beat. The model kind's patch predictor denoises
+the crops (a diffusion model: a short run of ``--val_sampler``; a one-pass
+baseline: its forward pass); a 2D network's crops are axial slices (scored as images).
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ...gaussian_diffusion import GaussianDiffusion
-from ...regression import RegressionProcess
 from ..eval.metrics import psnr, ssim
 from ..intensity import DEFAULT_SUV_MAX
 from .crops import draw_crop, to_dims
@@ -35,21 +34,19 @@ class CropEvaluator:
 
     Args:
         pairs: validation pairs (crop ``i`` is drawn from pair ``i % len(pairs)``).
-        diffusion: the (respaced) process to sample with, e.g. ``ddim10``, or the
-            regression baseline's process (one forward pass).
+        predictor: the model kind's patch predictor,
+            ``predictor(model, low, noise, generators) -> denoised`` on (1, 1, ...) tensors
+            (see ``guided_diffusion.patch_jobs.PatchPredictor``), e.g. a 10-step DDIM run.
         patch_size: crop size (X, Y, Z); Z = 1 for a 2D network.
         device: where the network runs.
-        warm_start: start from the low-dose crop diffused to the process's last step
-            (with a process truncated by ``start_timestep``), as ``scripts/test.py --start_timestep``.
         dims: the network's (3: crops (1, 1, Z, X, Y); 2: axial slices (1, 1, X, Y)).
     """
 
     metric_names = METRICS
 
     def __init__(
-        self, pairs: Sequence[CachedPair], diffusion: GaussianDiffusion | RegressionProcess, patch_size: Shape3,
-        num_crops: int, device: torch.device, suv_max: float = DEFAULT_SUV_MAX, warm_start: bool = False,
-        dims: int = 3,
+        self, pairs: Sequence[CachedPair], predictor: Callable, patch_size: Shape3, num_crops: int,
+        device: torch.device, suv_max: float = DEFAULT_SUV_MAX, dims: int = 3,
     ):
         rng = np.random.default_rng(VAL_SEED)
         arrays = [pair.open() for pair in pairs]
@@ -57,9 +54,8 @@ class CropEvaluator:
         self.crops = [tuple(to_dims(crop, dims) for crop in draw_crop(*arrays[i % len(arrays)], patch_size, rng,
                                                                        suv_max=suv_max))
                       for i in range(num_crops)]
-        self.diffusion = diffusion
+        self.predictor = predictor
         self.device = device
-        self.warm_start = warm_start
         self.low_scores = [_scores(low[0], full[0]) for full, low in self.crops]
 
     def __len__(self) -> int:
@@ -69,23 +65,19 @@ class CropEvaluator:
         """Scores of the crops ``indices``: one dict per crop with the keys of ``metric_names``.
 
         ``model`` is called as ``model(x_t, t, low_res=low)`` on (1, 1, Z, X, Y) tensors
-        ((1, 1, X, Y) in 2D), or as ``model(low, t)`` for the regression baseline.
+        ((1, 1, X, Y) in 2D), or as ``model(low, t)`` for the one-pass baselines. Crop ``i``
+        starts from noise of seed ``VAL_SEED + i`` (and draws any later noise from it).
         """
         results = []
         for i in indices:
             full, low = self.crops[i]
             condition = torch.from_numpy(low[None]).to(self.device)
-            if isinstance(self.diffusion, RegressionProcess):
-                sample = self.diffusion.predict(model, condition, clip=True)
-            else:
-                shape = (1, *full.shape)
-                noise = torch.randn(shape, generator=torch.Generator().manual_seed(VAL_SEED + i)).to(self.device)
-                if self.warm_start:
-                    noise = self.diffusion.warm_start(condition, noise)
-                sample = self.diffusion.ddim_sample_loop(
-                    model, shape, noise=noise, clip_denoised=True, device=self.device,
-                    model_kwargs={"low_res": condition},
-                )
+            noise, generators = None, None
+            if self.predictor.uses_noise:
+                noise = torch.randn((1, *full.shape), generator=torch.Generator().manual_seed(VAL_SEED + i))
+                noise = noise.to(self.device)
+                generators = [torch.Generator(self.device).manual_seed(VAL_SEED + i)]
+            sample = self.predictor(model, condition, noise, generators)
             denoised = sample[0, 0].float().cpu().numpy()
             results.append(dict(zip(METRICS, (*_scores(denoised, full[0]), *self.low_scores[i]))))
         return results
