@@ -53,6 +53,7 @@ SLOW_TESTS = {
         "test_one_case_with_two_results_labels_and_lesions", "test_cases_csv_with_two_doses_and_grouping_columns",
         "test_a_refusal_from_the_command_line",
     ),
+    "test_format_registry.py": ("test_a_registered_format_trains_and_denoises_through_the_scripts",),
     "test_paper_api.py": ("test_a_paper_style_script_samples_on_two_ranks_and_gathers_them",),
 }
 

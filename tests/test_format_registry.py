@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,10 @@ import numpy as np
 import pytest
 from dicom_helpers import pixels, write_enhanced_pet, write_pet_series
 from toy_format import TOY_FORMAT, TOY_LAUNCHER, write_toy
+from training_helpers import REPO, TINY_NET
 
 from guided_diffusion.errors import UserError
+from guided_diffusion.model_card import read_card
 from guided_diffusion.pet.io import (
     FORMATS,
     VolumeFormat,
@@ -266,3 +269,31 @@ def test_the_launcher_registers_the_format_for_a_script(tmp_path):
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["(6,", "5,", "4)", str(script)]
+
+
+@pytest.mark.slow
+def test_a_registered_format_trains_and_denoises_through_the_scripts(tmp_path):
+    """One module (tests/toy_format.py) and one line (register_format) take a format through both scripts."""
+    full = _volume((16, 16, 8), seed=2)
+    write_toy(tmp_path / "data" / "full.toy", full)
+    write_toy(tmp_path / "data" / "low.toy", full + _volume((16, 16, 8), seed=3) * 0.5)
+    (tmp_path / "data" / "pairs.csv").write_text("low_dose,full_dose\nlow.toy,full.toy\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def script(name: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(TOY_LAUNCHER), str(REPO / "scripts" / name), *args], env=env,
+                              capture_output=True, text=True, timeout=180, check=False, cwd=tmp_path)
+
+    trained = script("train.py", *TINY_NET, "--data_dir", str(tmp_path / "data"), "--result_folder",
+                     str(tmp_path / "run"), "--max_steps", "1", "--num_workers", "0")
+    assert trained.returncode == 0, trained.stderr
+    model = tmp_path / "run" / "ema_0.9999_0000001.pt"
+    assert read_card(model)["training_data"]["num_pairs"] == 1
+    denoised = script("test.py", *TINY_NET[:4], "--model_path", str(model), "--base_samples",
+                      str(tmp_path / "data" / "low.toy"), "--save_dir", str(tmp_path / "out"),
+                      "--timestep_respacing", "ddim2", "--patch_axial", "8", "--patch_overlap", "2")
+    assert denoised.returncode == 0, denoised.stderr
+    result = tmp_path / "out" / "low_denoised.toy"
+    assert result.read_bytes().startswith(b"TOY 16 16 8 2.0 2.0 2.0\n")
+    voxels = np.frombuffer(result.read_bytes().split(b"\n", 1)[1], dtype="<f4").reshape(full.shape)
+    assert np.isfinite(voxels).all() and voxels.max() > 0
