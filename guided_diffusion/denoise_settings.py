@@ -24,7 +24,7 @@ from .patch_jobs import SamplingOptions
 from .pet.intensity import check_suv_max
 from .pet.training.gaussian_fit import is_fit_file, read_fit
 from .precision import check_precision
-from .samplers import SAMPLERS
+from .samplers import get_sampler
 from .volume_files import check_output_flags, given_on_command_line, last_given, unit_options
 from .warm_start import AUTO, read_start_timestep
 
@@ -87,8 +87,8 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--patch_overlap must be >= 0, got {args.patch_overlap}")
     if args.blend not in ("linear", "gaussian"):
         raise UserError(f"--blend must be 'linear' or 'gaussian', got {args.blend!r}")
-    if args.sampler and args.sampler not in SAMPLERS:
-        raise UserError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {args.sampler!r}")
+    if args.sampler:
+        get_sampler(args.sampler)
     if args.steps < 0 or args.steps == 1:
         raise UserError(f"--steps must be at least 2 (0: from --timestep_respacing), got {args.steps}")
     check_precision(args.precision)
@@ -210,7 +210,7 @@ def resolve_settings(args: argparse.Namespace, argv: Sequence[str], records: Mod
     sampler, respacing = choose_sampler(args, argv)
     start = read_start_timestep(args.start_timestep)
     scale = resolve.take("warm_start_scale", ("model card", _card(records, "warm_start_scale", "value"))) or None
-    if start == AUTO and kind == "diffusion" and scale is None:
+    if start == AUTO and model_kind.warm_starts and scale is None:
         if args.unfitted_model != "paper":
             raise UserError(f"--start_timestep auto needs the model's --warm_start_scale: {args.model_path} has no "
                             "model card with a fitted one; fit it with benchmarks/warm_start.py --pairs DIR, or give "

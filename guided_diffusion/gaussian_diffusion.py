@@ -1,5 +1,8 @@
 """The Gaussian diffusion process: schedules, forward noising, reverse sampling, losses.
 
+Reverse sampling reads the model once, in :meth:`GaussianDiffusion.denoiser`, and
+runs a sampler of :mod:`guided_diffusion.samplers` by name over it.
+
 All tables are float64 numpy arrays of length ``num_timesteps``; they are
 indexed on the timesteps' device and cast to float32 only when used. Tensors
 are (N, C, ...) with any spatial shape.
@@ -270,6 +273,9 @@ class GaussianDiffusion:
     def denoiser(self, model: Callable, clip_denoised: bool = True, denoised_fn: Callable | None = None,
                  model_kwargs: dict | None = None) -> ModelDenoiser:
         """``model`` read by this process, as samplers call it (:class:`~.samplers.Denoiser`).
+
+        :meth:`sample_loop_progressive` runs each step under ``torch.no_grad``; a sampler
+        called directly on this denoiser tracks gradients as the model does.
 
         Args:
             model: called as ``model(x, model_timesteps(t), **model_kwargs)``.

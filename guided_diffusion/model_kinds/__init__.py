@@ -17,7 +17,7 @@ from .gaussian import GaussianKind
 from .one_pass import GanKind, OnePass, OnePassKind, adversarial_process, regression_process
 
 MODEL_KINDS: dict[str, ModelKind] = {
-    "diffusion": DiffusionKind("diffusion", "the paper's conditional DDPM", deterministic=False),
+    "diffusion": DiffusionKind("diffusion", "the paper's conditional DDPM", deterministic=False, warm_starts=True),
     "regression": OnePassKind("regression", "the UNet mapping the low dose to the full dose in one pass",
                               make_process=regression_process),
     "gan": GanKind("gan", "that UNet trained against a patch discriminator (3D GAN)", make_process=adversarial_process),

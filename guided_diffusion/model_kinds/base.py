@@ -99,6 +99,7 @@ class ModelKind:
         summary: one line for help texts and the README.
         deterministic: every ensemble member would be the same (``--num_ensemble`` > 1 is refused).
         trainable: ``scripts/train.py`` trains it (a Gaussian is fitted by scripts/fit_gaussian.py instead).
+        warm_starts: it samples from ``--start_timestep`` (a step, or ``auto`` with a fitted ``--warm_start_scale``).
         needs_model_file: denoising needs ``--model_path`` (a network's weights; a Gaussian's fit file), unless
             flags of its own select the kind (:meth:`selected_by`).
     """
@@ -107,6 +108,7 @@ class ModelKind:
     summary: str
     deterministic: bool = True
     trainable: bool = True
+    warm_starts: bool = False
     needs_model_file: bool = True
     #: The flags of :func:`~guided_diffusion.networks.create_unet` the kind sets itself.
     network_flags: ClassVar[tuple[str, ...]] = UNET_FLAGS
