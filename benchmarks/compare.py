@@ -54,7 +54,7 @@ from guided_diffusion.pet.io import read_volume
 from guided_diffusion.pet.sim.doses import DEFAULT_DOSE_FRACTIONS, dose_label
 from guided_diffusion.pet.sim.scanners import REFERENCE_SCANNER, SCANNERS
 from guided_diffusion.pet.sim.tracers import TRACERS
-from guided_diffusion.warm_start import DEFAULT_WARM_START_SCALE
+from guided_diffusion.warm_start import DEMO_WARM_START_SCALE
 
 REPO = Path(__file__).resolve().parent.parent
 DOSES = tuple(d for d in DEFAULT_DOSE_FRACTIONS if d < 1)
@@ -237,7 +237,7 @@ def denoise_flags(name: str, budget: Budget) -> list[str]:
     if name.startswith("ddpm"):
         # The demo model's scale, not refitted for these networks (their cards have none): see README, "Robustness".
         return ["--sampler", "ddpm", "--steps", str(budget.sample_steps), "--start_timestep", "auto",
-                "--warm_start_scale", str(DEFAULT_WARM_START_SCALE),
+                "--warm_start_scale", str(DEMO_WARM_START_SCALE),
                 "--num_ensemble", str(budget.num_ensemble), "--precision", "bf16", "--patch_axial", "32",
                 "--patch_overlap", "8"]
     return ["--patch_axial", "32", "--patch_overlap", "8"]

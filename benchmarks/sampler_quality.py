@@ -52,7 +52,7 @@ from guided_diffusion.script_util import (
     sr_create_model_and_diffusion,
     sr_model_and_diffusion_defaults,
 )
-from guided_diffusion.warm_start import AUTO, DEFAULT_WARM_START_SCALE, read_start_timestep
+from guided_diffusion.warm_start import AUTO, DEMO_WARM_START_SCALE, read_start_timestep
 
 #: Columns of the quality table: (header, key, format).
 QUALITY_COLUMNS = [("method", "method", "{}"), ("steps", "steps", "{:.0f}"), ("T0", "start_timestep", "{:.1f}"),
@@ -92,7 +92,7 @@ class QualitySetup:
     steps: tuple[int, ...]
     num_ensemble: int = 1
     batch_size: int = 4
-    warm_start_scale: float = DEFAULT_WARM_START_SCALE
+    warm_start_scale: float = DEMO_WARM_START_SCALE
 
 
 def demo_flags() -> dict:
@@ -197,7 +197,7 @@ def add_quality_flags(parser: argparse.ArgumentParser, repo: Path) -> None:
         "skip_quality": False, "quality_model": str(repo / "models" / "demo" / "model_ema.pt"),
         "quality_seeds": "5000,5001", "quality_dose": 0.05, "quality_extent_mm": 96.0, "quality_patch_axial": 24,
         "quality_samplers": ",".join(SAMPLERS), "quality_steps": "5,10,20,50", "quality_precision": "fp32",
-        "quality_ensemble": 1, "start_timestep": "100", "warm_start_scale": DEFAULT_WARM_START_SCALE,
+        "quality_ensemble": 1, "start_timestep": "100", "warm_start_scale": DEMO_WARM_START_SCALE,
     })
 
 

@@ -25,7 +25,7 @@ from guided_diffusion.flags import add_dict_to_argparser, args_to_dict, parse_ar
 from guided_diffusion.model_card import fit_record, latest_validation, make_card, write_card
 from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX
 from guided_diffusion.script_util import sr_create_model_and_diffusion, sr_model_and_diffusion_defaults
-from guided_diffusion.warm_start import DEFAULT_WARM_START_SCALE
+from guided_diffusion.warm_start import DEMO_WARM_START_SCALE
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET = "demo"
@@ -45,7 +45,7 @@ DEMOS = {
         "training": {"step": 1750, "precision": "bf16", "lr": 2e-4, "batch_size": 8, "num_ranks": 1,
                      "ema_rate": "0.999"},
         "warm_start_scale": fit_record(
-            DEFAULT_WARM_START_SCALE, fitted_by=WARM_START_COMMAND,
+            DEMO_WARM_START_SCALE, fitted_by=WARM_START_COMMAND,
             fitted_on=simulated_description([4000, 4001], SIX_DOSES, 96.0),
             table="docs/warm_start_validation.csv", date="2026-11-27"),
         "notes": "The demo model of `make demo`, for simulated data only, not for clinical images. Made by "

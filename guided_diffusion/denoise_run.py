@@ -79,7 +79,8 @@ def survey_inputs(read: Reader, settings: RunSettings) -> list[SurveyEntry]:
 
 def provenance(settings: RunSettings, method: VolumeMethod, model_sha: str | None) -> dict:
     """What every sidecar of the run records about the model and the process."""
-    return {"model_kind": settings.kind, "model_sha256": model_sha, "model_voxel_size_mm": settings.model_voxel_size,
+    return {"model_kind": settings.kind, "model_flags": settings.model_flags or None, "model_sha256": model_sha,
+            "model_voxel_size_mm": settings.model_voxel_size,
             "model_voxel_size_from": settings.sources.get("model_voxel_size"), "settings_from": settings.sources,
             "warm_start_scale": settings.warm_start_scale, "suv_max": settings.suv_max, "seed": settings.flags["seed"],
             "num_ranks": dist_util.world_size(), "device": str(dist_util.dev()), "sampler": method.record}

@@ -349,21 +349,10 @@ class GaussianDiffusion:
         """One ancestral step x_t -> x_{t-1} (:func:`~.samplers.ddpm.ddpm_step`); returns 'sample' and 'pred_xstart'."""
         return ddpm_step(self.denoiser(model, clip_denoised, denoised_fn, model_kwargs), x, t, generator)
 
-    def p_sample_loop(
-        self,
-        model: Callable,
-        shape: Sequence[int],
-        noise: torch.Tensor | None = None,
-        clip_denoised: bool = True,
-        denoised_fn: Callable | None = None,
-        model_kwargs: dict | None = None,
-        device: torch.device | str | None = None,
-        progress: bool = False,
-        generator: Generator = None,
-    ) -> torch.Tensor:
+    def p_sample_loop(self, model: Callable, shape: Sequence[int], noise: torch.Tensor | None = None,
+                      **kwargs) -> torch.Tensor:
         """Sample from the model by ancestral sampling; see :meth:`p_sample_loop_progressive`."""
-        return _final_sample(self.p_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn,
-                                                            model_kwargs, device, progress, generator))
+        return _final_sample(self.p_sample_loop_progressive(model, shape, noise, **kwargs))
 
     def p_sample_loop_progressive(
         self,
@@ -397,22 +386,10 @@ class GaussianDiffusion:
         deterministic."""
         return ddim_step(self.denoiser(model, clip_denoised, denoised_fn, model_kwargs), x, t, eta, generator)
 
-    def ddim_sample_loop(
-        self,
-        model: Callable,
-        shape: Sequence[int],
-        noise: torch.Tensor | None = None,
-        clip_denoised: bool = True,
-        denoised_fn: Callable | None = None,
-        model_kwargs: dict | None = None,
-        device: torch.device | str | None = None,
-        progress: bool = False,
-        eta: float = 0.0,
-        generator: Generator = None,
-    ) -> torch.Tensor:
+    def ddim_sample_loop(self, model: Callable, shape: Sequence[int], noise: torch.Tensor | None = None,
+                         **kwargs) -> torch.Tensor:
         """Sample from the model with DDIM; see :meth:`ddim_sample_loop_progressive`."""
-        return _final_sample(self.ddim_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn,
-                                                               model_kwargs, device, progress, eta, generator))
+        return _final_sample(self.ddim_sample_loop_progressive(model, shape, noise, **kwargs))
 
     def ddim_sample_loop_progressive(
         self,
@@ -431,22 +408,10 @@ class GaussianDiffusion:
         return self.sample_loop_progressive("ddim", model, shape, noise, clip_denoised, denoised_fn, model_kwargs,
                                             device, progress, generator, eta=eta)
 
-    def dpmpp2m_sample_loop(
-        self,
-        model: Callable,
-        shape: Sequence[int],
-        noise: torch.Tensor | None = None,
-        clip_denoised: bool = True,
-        denoised_fn: Callable | None = None,
-        model_kwargs: dict | None = None,
-        device: torch.device | str | None = None,
-        progress: bool = False,
-        generator: Generator = None,
-        order: int = 2,
-    ) -> torch.Tensor:
+    def dpmpp2m_sample_loop(self, model: Callable, shape: Sequence[int], noise: torch.Tensor | None = None,
+                            **kwargs) -> torch.Tensor:
         """Sample from the model with DPM-Solver++(2M); see :meth:`dpmpp2m_sample_loop_progressive`."""
-        return _final_sample(self.dpmpp2m_sample_loop_progressive(model, shape, noise, clip_denoised, denoised_fn,
-                                                                  model_kwargs, device, progress, generator, order))
+        return _final_sample(self.dpmpp2m_sample_loop_progressive(model, shape, noise, **kwargs))
 
     def dpmpp2m_sample_loop_progressive(
         self,

@@ -21,10 +21,11 @@ from .errors import UserError
 #: ``--start_timestep``'s value for a warm start chosen from each input's measured noise.
 AUTO = "auto"
 
-#: ``scale`` for the demo model, fitted on validation subjects by benchmarks/warm_start.py
+#: ``scale`` of the demo model, fitted on validation subjects by benchmarks/warm_start.py
 #: (docs/warm_start_validation.csv, models/demo_all_doses, seeds 4000-4001, six doses): the geometric
-#: mean of the ratio at each case's best start.
-DEFAULT_WARM_START_SCALE = 6.3
+#: mean of the ratio at each case's best start. It is on that model's card, which is where
+#: ``--start_timestep auto`` reads a scale; other models need their own (see README, "Model cards").
+DEMO_WARM_START_SCALE = 6.3
 
 
 def noise_levels(alphas_cumprod: np.ndarray) -> np.ndarray:

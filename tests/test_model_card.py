@@ -29,7 +29,7 @@ from guided_diffusion.model_card import (
 from guided_diffusion.pet.training.data_description import describe_pairs
 from guided_diffusion.pet.training.pairs import find_pairs, prepare_pairs
 from guided_diffusion.script_util import sr_create_model_and_diffusion
-from guided_diffusion.warm_start import DEFAULT_WARM_START_SCALE
+from guided_diffusion.warm_start import DEMO_WARM_START_SCALE
 
 DEMOS = ("demo", "demo_all_doses")
 
@@ -216,7 +216,7 @@ def test_the_committed_demo_cards_belong_to_their_weights(name):
     load_model_weights(model, weights)
     assert card["model_voxel_size_mm"] == configuration["model_voxel_size"] == 4.0
     scale = card["warm_start_scale"]
-    assert (scale["value"] if scale else None) == (DEFAULT_WARM_START_SCALE if name == "demo_all_doses" else None)
+    assert (scale["value"] if scale else None) == (DEMO_WARM_START_SCALE if name == "demo_all_doses" else None)
 
 
 def test_the_show_command_prints_the_card(tmp_path, capsys):

@@ -41,7 +41,7 @@ from ..io import read_volume, survey_volume
 from ..io.grid import SAME_SIZE_MM, GridMapping, plan_grid
 from ..io.npz import npz_affine, npz_shapes, read_npz_array
 from ..io.reorient import reorientation
-from ..io.volume import DEFAULT_VOXEL_SIZE, validated
+from ..io.volume import DEFAULT_VOXEL_SIZE, validated, voxel_spacing
 
 MANIFEST_NAMES = ("pairs.csv", "pairs.json")
 MANIFEST_KEYS = ("low_dose", "full_dose")
@@ -146,7 +146,7 @@ def data_voxel_size(entries: Sequence[PairEntry]) -> float:
     first: tuple[Path, np.ndarray] | None = None
     for entry in entries:
         for path, (shape, affine) in _entry_geometry(entry):
-            edges = np.linalg.norm(reorientation(shape, affine).canonical_affine[:3, :3], axis=0)
+            edges = voxel_spacing(reorientation(shape, affine).canonical_affine)
             if first is None:
                 first = (path, edges)
             elif np.abs(edges - first[1]).max() > SAME_SIZE_MM:
