@@ -143,7 +143,9 @@ def create_gaussian_diffusion(
 
     ``start_timestep`` > 0 keeps only steps 0..start_timestep (respaced within
     that range), for samplers that start from a diffused initial estimate
-    instead of pure noise (see ``patch_jobs.SamplingOptions.warm_start``).
+    instead of pure noise (see ``patch_jobs.SamplingOptions.warm_start``). Such a
+    span keeps all its T0 + 1 steps when ``timestep_respacing`` asks for more
+    (``space_timesteps(..., fit=True)``), so any step count works at any depth.
     """
     if not 0 <= start_timestep < steps:
         raise UserError(f"--start_timestep must be in [0, {steps}), got {start_timestep}")
@@ -160,7 +162,7 @@ def create_gaussian_diffusion(
         var_type = gd.ModelVarType.FIXED_SMALL if sigma_small else gd.ModelVarType.FIXED_LARGE
     try:
         return SpacedDiffusion(
-            space_timesteps(span, timestep_respacing or [span]),
+            space_timesteps(span, timestep_respacing or [span], fit=start_timestep > 0),
             betas=gd.get_named_beta_schedule(noise_schedule, steps),
             model_mean_type=gd.ModelMeanType.START_X if predict_xstart else gd.ModelMeanType.EPSILON,
             model_var_type=var_type,

@@ -9,7 +9,7 @@ import numpy as np
 from .gaussian_diffusion import GaussianDiffusion
 
 
-def space_timesteps(num_timesteps: int, section_counts: str | Iterable[int]) -> set[int]:
+def space_timesteps(num_timesteps: int, section_counts: str | Iterable[int], *, fit: bool = False) -> set[int]:
     """The original timesteps to keep, with the paper code's syntax.
 
     ``section_counts`` is ``"ddimN"`` (a fixed stride giving exactly N steps,
@@ -17,8 +17,14 @@ def space_timesteps(num_timesteps: int, section_counts: str | Iterable[int]) -> 
     is cut into equal sections and each section keeps that many evenly spaced
     steps (first and last step of the section included).
 
+    ``fit=True`` is the rule of a warm start's short schedule (steps 0..T0, so
+    any step count works at any depth): a section asked for more steps than it
+    holds keeps all of them, and ``"ddimN"`` that no integer stride meets is read
+    as ``"N"`` (so N >= ``num_timesteps`` keeps every step). A request the
+    schedule can meet keeps the same steps either way.
+
     Raises:
-        ValueError: the request cannot be met (too many steps, no exact stride).
+        ValueError: the request cannot be met (too many steps, no exact stride) and ``fit`` is False.
     """
     if isinstance(section_counts, str):
         if section_counts.startswith("ddim"):
@@ -26,8 +32,11 @@ def space_timesteps(num_timesteps: int, section_counts: str | Iterable[int]) -> 
             for stride in range(1, num_timesteps):
                 if len(range(0, num_timesteps, stride)) == desired:
                     return set(range(0, num_timesteps, stride))
-            raise ValueError(f"cannot take exactly {desired} steps of {num_timesteps} with an integer stride")
-        section_counts = [int(x) for x in section_counts.split(",")]
+            if not fit:
+                raise ValueError(f"cannot take exactly {desired} steps of {num_timesteps} with an integer stride")
+            section_counts = [desired]
+        else:
+            section_counts = [int(x) for x in section_counts.split(",")]
     section_counts = list(section_counts)
     size_per, extra = divmod(num_timesteps, len(section_counts))
     start = 0
@@ -35,7 +44,9 @@ def space_timesteps(num_timesteps: int, section_counts: str | Iterable[int]) -> 
     for i, count in enumerate(section_counts):
         size = size_per + (1 if i < extra else 0)
         if size < count:
-            raise ValueError(f"cannot divide a section of {size} steps into {count}")
+            if not fit:
+                raise ValueError(f"cannot divide a section of {size} steps into {count}")
+            count = size
         stride = 1 if count <= 1 else (size - 1) / (count - 1)
         kept += [start + round(k * stride) for k in range(count)]
         start += size

@@ -8,12 +8,18 @@ All arrays are numpy; shapes are unchanged; outputs are float32.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
 
 DEFAULT_SUV_MAX = 16.0
+
+#: SUV no tissue reaches (the hottest organs and lesions stay below a few hundred; a whole injection in one
+#: millilitre of a 70 kg patient is 7e4): a voxel beyond it, either sign, is a corrupt value (a flipped bit, a
+#: bad scale factor), so volumes holding one are refused where they are read, by denoising, evaluation and training.
+MAX_PLAUSIBLE_SUV = 1e4
 
 
 def check_suv_max(suv_max: float) -> float:
@@ -22,6 +28,28 @@ def check_suv_max(suv_max: float) -> float:
     if not (math.isfinite(suv_max) and suv_max > 0):
         raise UserError(f"--suv_max must be a positive number, got {suv_max}; the paper uses 16")
     return suv_max
+
+
+def check_plausible_suv(suv: np.ndarray, source: str | Path) -> np.ndarray:
+    """``suv`` unchanged when every voxel lies within ``±MAX_PLAUSIBLE_SUV``.
+
+    Args:
+        suv: array of any shape, in SUV (finite: the readers refuse NaN/inf first).
+        source: the file (or name) the volume came from, for the message.
+
+    Raises:
+        UserError: naming ``source``, the number of such voxels, the largest and where it is, and the fix.
+    """
+    values = np.asarray(suv)
+    if not values.size or -MAX_PLAUSIBLE_SUV <= values.min() <= values.max() <= MAX_PLAUSIBLE_SUV:
+        return suv
+    impossible = ~(np.abs(values) <= MAX_PLAUSIBLE_SUV)
+    worst = np.unravel_index(int(np.argmax(np.where(impossible, np.abs(values), -1.0))), values.shape)
+    raise UserError(
+        f"{source}: {int(impossible.sum())} voxel(s) beyond the physically possible ±{MAX_PLAUSIBLE_SUV:g} SUV "
+        f"(largest {float(values[worst]):.3g} at index {tuple(int(i) for i in worst)}); the file is corrupt or not "
+        "in SUV: set those voxels to 0 (or their true value) in the input file, or check its units"
+    )
 
 
 def suv_to_model(suv: np.ndarray, suv_max: float = DEFAULT_SUV_MAX) -> np.ndarray:

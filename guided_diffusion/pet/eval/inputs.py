@@ -1,7 +1,8 @@
 """What an evaluation compares: label maps read beside SUV volumes, and the check that all share one grid.
 
 SUV volumes are read by :func:`guided_diffusion.pet.io.read_volume` (NIfTI,
-npz, DICOM series). Label maps (organs, lesions) are NIfTI or npz files of
+npz, DICOM series) and refused when a voxel is physically impossible
+(:func:`read_scored_volume`). Label maps (organs, lesions) are NIfTI or npz files of
 non-negative integers on the reference's grid; they are not PET, so no units
 apply and an all-zero map (no lesions) is allowed.
 """
@@ -18,7 +19,8 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
 from ...errors import UserError
-from ..io import Volume
+from ..intensity import check_plausible_suv
+from ..io import UnitOptions, Volume, read_volume
 from ..io.paths import volume_suffix
 from ..sim.phantom import LABEL_NAMES
 
@@ -27,6 +29,20 @@ GRID_TOLERANCE_VOXELS = 0.1
 
 #: Organ names of the simulator's label maps (``scripts/make_phantoms.py``), the default; 9 is the liver.
 SIMULATOR_LABEL_NAMES: dict[int, str] = {value: name for value, name in LABEL_NAMES.items() if value > 0}
+
+
+def read_scored_volume(path: str | Path, npz_key: str | None = None, units: UnitOptions | None = None) -> Volume:
+    """A volume an evaluation compares (a reference or a result), read by ``read_volume`` (arguments as there).
+
+    Raises:
+        UserError: as ``read_volume``, and naming the file when a voxel lies beyond the
+            physically possible SUV (:func:`~guided_diffusion.pet.intensity.check_plausible_suv`):
+            one corrupt voxel would otherwise set a metric's range (a reference with one
+            3e38 voxel scores any result near 790 dB).
+    """
+    volume = read_volume(path, npz_key=npz_key, units=units)
+    check_plausible_suv(volume.data, volume.path)
+    return volume
 
 
 def read_label_map(path: str | Path, npz_key: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:

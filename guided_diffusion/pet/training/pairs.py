@@ -37,6 +37,7 @@ import numpy as np
 
 from ...atomic import atomic_write
 from ...errors import UserError
+from ..intensity import check_plausible_suv
 from ..io import read_volume, survey_volume
 from ..io.grid import SAME_SIZE_MM, GridMapping, plan_grid
 from ..io.npz import npz_affine, npz_shapes, read_npz_array
@@ -260,7 +261,7 @@ def _cached_volume(source: Path, cache: Path, grid: GridMapping) -> Path:
     """A single volume (any format ``read_volume`` reads), checked, on the model grid and cached."""
     target = _cache_name(source, cache, f"volume-{grid.key}")
     if not target.exists():
-        _save(target, grid.to_model(read_volume(source).data))
+        _save(target, grid.to_model(check_plausible_suv(read_volume(source).data, source)))
     return target
 
 
@@ -270,7 +271,8 @@ def _cached_npz_pair(source: Path, cache: Path, grid: GridMapping) -> tuple[Path
     if low.exists() and full.exists():
         return low, full
     data, _ = read_npz_array(source, "arr_0", DEFAULT_VOXEL_SIZE)
-    halves = [validated(data[i], f"{source} arr_0[{i}] ({label})") for i, label in enumerate(("low dose", "full dose"))]
+    halves = [check_plausible_suv(validated(data[i], name), name)
+              for i, name in enumerate((f"{source} arr_0[0] (low dose)", f"{source} arr_0[1] (full dose)"))]
     for target, half in zip((low, full), halves):
         _save(target, grid.to_model(half))
     return low, full
