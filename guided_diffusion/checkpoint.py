@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import pickle
 import re
+import struct
+import warnings
 from pathlib import Path
 
 import torch
@@ -27,23 +29,64 @@ from .train_state import EMA_PATTERN, checkpoint_path
 CHECKPOINT_FORMAT = "pet-ddpm3d-checkpoint-v1"
 
 
+#: What ``torch.load(weights_only=True)`` raises for a file that is not a torch file or is cut short: the unpickler
+#: reads arbitrary bytes as instructions (a text file renamed ``.pt`` gives a KeyError, an empty one EOFError).
+UNREADABLE_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError,
+                     TypeError, AttributeError, struct.error)
+
+#: What torch says of a global (a class or function) weights-only loading does not run: "Unsupported global: GLOBAL
+#: x.y" or "unsupported GLOBAL x.y whose module x is blocked".
+UNSUPPORTED_GLOBAL = re.compile(r"unsupported (?:global: )?GLOBAL (\S+)", re.IGNORECASE)
+
+#: What torch says of a pickle instruction its weights-only unpickler does not run: in a pickle torch.save did not
+#: write (it starts with :data:`PICKLE_PROTOCOL_MARK`), or in bytes that are no pickle at all.
+UNSUPPORTED_OPERAND = re.compile(r"Unsupported operand \d+")
+
+#: The first byte of a pickle of protocol 2 or later (the PROTO instruction).
+PICKLE_PROTOCOL_MARK = b"\x80"
+
+RESAVE = "re-save the weights from a trusted copy with torch.save(model.state_dict(), path)"
+
+
+def _refusal(path: str | Path, flag: str, err: Exception, head: bytes) -> UserError:
+    """One line saying why ``torch.load(weights_only=True)`` could not read ``path`` (whose first bytes are
+    ``head``) and what to do."""
+    found = UNSUPPORTED_GLOBAL.search(str(err))
+    if found:
+        return UserError(f"{flag} {path}: refused for safety: it needs unpickling of code or objects "
+                         f"({found.group(1)}) that weights-only loading does not run; {RESAVE}")
+    if UNSUPPORTED_OPERAND.search(str(err)) and head.startswith(PICKLE_PROTOCOL_MARK):
+        return UserError(f"{flag} {path}: refused for safety: it is a pickle torch.save did not write, with "
+                         f"instructions weights-only loading does not run (it may hold code); {RESAVE}")
+    if isinstance(err, EOFError):
+        reason = "it ends early: empty or cut short"
+    elif isinstance(err, (RuntimeError, OSError, ValueError)):
+        reason = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    else:
+        reason = "not a torch file"
+    return UserError(f"{flag} {path}: the checkpoint is unreadable or corrupt ({reason}); pass a .pt file written by "
+                     "torch.save (scripts/train.py's checkpoints and EMA files, or the released model.pt)")
+
+
 def read_checkpoint(path: str | Path, flag: str = "--model_path") -> dict:
-    """Read ``path`` (a file or URL) with ``weights_only=True`` on the CPU; UserError for missing, corrupt or unsafe files."""
+    """Read ``path`` (a file or URL) with ``weights_only=True`` on the CPU.
+
+    Raises:
+        UserError: in one line naming ``flag`` and the file, when it is missing, unreadable or
+            corrupt, or holds code or objects weights-only loading refuses to run.
+    """
     if not storage.is_file(path):
         raise UserError(f"{flag} {path}: the checkpoint file does not exist")
+    head = b""
     try:
-        with storage.open_binary_for_read(path) as f:
+        with storage.open_binary_for_read(path) as f, warnings.catch_warnings():
+            head = f.read(1)
+            f.seek(0)
+            # torch warns of any pickle protocol but 2 before refusing or reading it; the refusal says enough.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             obj = torch.load(f, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if found:
-            raise UserError(
-                f"checkpoint {path} needs unpickling of code ({found.group(1)}), which is refused for safety; "
-                "re-save it as a plain state_dict of tensors"
-            )
-        raise UserError(f"checkpoint {path} is unreadable or corrupt (not a torch file)")
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise UserError(f"checkpoint {path} is unreadable or corrupt: {str(err).splitlines()[0]}")
+    except UNREADABLE_ERRORS as err:
+        raise _refusal(path, flag, err, head) from err
     if not isinstance(obj, dict):
         raise UserError(f"checkpoint {path} holds a {type(obj).__name__}, not a state_dict")
     return obj

@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from . import dist_util
+from .errors import UserError
 from .patch_jobs import Job, PatchPredictor, SamplingOptions, sample_jobs
 from .pet.ensemble import RunningMoments
 from .pet.intensity import model_to_suv, restore_saturated, suv_to_model
 from .pet.noise_level import estimate_noise_sd
-from .pet.patches import PatchBlender, PatchPlan, pad_volume, plan_patches
+from .pet.patches import PatchBlender, PatchPlan, pad_shape, pad_volume, plan_patches
 from .sharding import round_robin
 from .warm_start import start_timestep_for_noise
 
@@ -54,12 +55,32 @@ class PatchingOptions:
 
 
 def make_plan(shape: tuple[int, int, int], patching: PatchingOptions, divisor: int) -> PatchPlan:
-    """Patch plan for a (X, Y, Z) volume; in-plane sizes are multiples of the network's ``divisor``."""
+    """Patch plan for a (X, Y, Z) volume of model-grid voxels; in-plane sizes are multiples of the network's ``divisor``.
+
+    Along an axis that one patch covers (a volume no thicker than the patch), a
+    patch has no neighbour to blend with, so the overlap there is lowered to fit
+    the patch (a 4-voxel-thin volume is planned with an overlap of 3, not refused).
+
+    Raises:
+        UserError: naming ``--patch_overlap`` and ``--patch_axial`` / ``--max_patch_inplane``,
+            when the overlap is not smaller than the patches along an axis that needs several.
+    """
     cap = max(divisor, patching.max_patch_inplane // divisor * divisor)
-    inplane = [min(cap, -(-s // divisor) * divisor) for s in shape[:2]]
+    patch = (*(min(cap, -(-s // divisor) * divisor) for s in shape[:2]), patching.patch_axial)
+    multiple = (divisor, divisor, 1)
     axial_overlap = patching.overlap if patching.axial_overlap is None else patching.axial_overlap
-    return plan_patches(shape, (*inplane, patching.patch_axial), (patching.overlap, patching.overlap, axial_overlap),
-                        multiple=(divisor, divisor, 1))
+    padded = pad_shape(shape, patch, multiple)
+    overlap = tuple(o if n > p else min(o, p - 1)
+                    for o, p, n in zip((patching.overlap, patching.overlap, axial_overlap), patch, padded))
+    for axis, (o, p) in enumerate(zip(overlap, patch)):
+        if o >= p:
+            flag = "--patch_axial" if axis == 2 else "--max_patch_inplane"
+            raise UserError(
+                f"--patch_overlap {o} is not smaller than the {p}-voxel patches ({flag}) that a volume of {shape} "
+                f"voxels on the model grid needs several of along {'XYZ'[axis]}; lower --patch_overlap below {p} "
+                f"or raise {flag}"
+            )
+    return plan_patches(shape, patch, overlap, multiple=multiple)
 
 
 @dataclass

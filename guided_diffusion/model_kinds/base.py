@@ -58,8 +58,12 @@ class VolumeMethod:
         self.record, self.what, self.details = record, what, list(details)
         self.on_step: Callable[[int], None] = lambda n: None
 
-    def plan_run(self, shapes: Sequence[tuple[int, int, int]]) -> RunPlan:
-        """The run's plans for volumes of these model-grid shapes (X, Y, Z)."""
+    def plan_run(self, shapes: Sequence[tuple[int, int, int]], names: Sequence[str] = ()) -> RunPlan:
+        """The run's plans for volumes of these model-grid shapes (X, Y, Z), named ``names`` in messages.
+
+        Raises:
+            UserError: naming the volume, when its patches cannot be planned with the run's flags.
+        """
         return RunPlan([None] * len(shapes), [0] * len(shapes), 0)
 
     def denoise(self, suv: np.ndarray, spacing: np.ndarray, name: str, job_offset: int) -> tuple[VolumeResult | None,
@@ -80,8 +84,13 @@ class NetworkMethod(VolumeMethod):
         self.denoiser = denoiser
         self.denoiser.on_step = lambda n: self.on_step(n)
 
-    def plan_run(self, shapes: Sequence[tuple[int, int, int]]) -> RunPlan:
-        plans = [self.denoiser.plan(shape) for shape in shapes]
+    def plan_run(self, shapes: Sequence[tuple[int, int, int]], names: Sequence[str] = ()) -> RunPlan:
+        plans = []
+        for index, shape in enumerate(shapes):
+            try:
+                plans.append(self.denoiser.plan(shape))
+            except UserError as err:
+                raise UserError(f"{names[index] if index < len(names) else f'volume {index + 1}'}: {err}") from err
         steps = self.denoiser.rank_job_count(plans) * self.denoiser.predictor.steps
         return RunPlan(plans, job_offsets(plans, self.denoiser.sampling.num_ensemble), steps)
 

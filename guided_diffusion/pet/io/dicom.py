@@ -25,14 +25,18 @@ from .enhanced import frame_headers, is_multiframe
 from .nifti import NIFTI_FORMAT
 from .registry import VolumeFormat
 from .source import ReadOptions, VolumeInfo, VolumeSource
-from .volume import DicomSource, Volume, validated
+from .volume import DicomSource, Volume, check_fits_in_memory, validated
 
 # DICOM patient coordinates are LPS; flipping x and y gives RAS.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def _pixels(ds: Any, file: Path) -> np.ndarray:
-    """The stored pixel values of ``ds``: (frames, rows, columns) float64."""
+    """The stored pixel values of ``ds``: (frames, rows, columns) float64; refused before decoding when its
+    header claims more than memory holds."""
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    check_fits_in_memory((int(getattr(ds, "Columns", 0) or 0), int(getattr(ds, "Rows", 0) or 0), frames), file,
+                         bytes_per_voxel=8)
     try:
         pixels = ds.pixel_array.astype(np.float64)
     except (ValueError, RuntimeError, NotImplementedError, AttributeError) as exc:
@@ -40,7 +44,6 @@ def _pixels(ds: Any, file: Path) -> np.ndarray:
             f"{file}: cannot decode pixels ({exc}); the file may be truncated, "
             "or compressed without a pydicom pixel handler installed (e.g. pylibjpeg)"
         ) from exc
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     return pixels.reshape(frames, *pixels.shape[-2:])
 
 
@@ -141,13 +144,16 @@ def read_dicom(source: VolumeSource, options: ReadOptions) -> Volume:
 
 
 def survey_dicom(source: VolumeSource, options: ReadOptions) -> VolumeInfo:
-    """Shape (columns, rows, frames) and affine of a PET series from its headers (no pixel data is read)."""
+    """Shape (columns, rows, frames) and affine of a PET series from its headers (no pixel data is read); refused
+    when too big for the memory available."""
     headers = []
     for file in sorted(source.files):
         ds = _dataset(file, stop_before_pixels=True)
         headers += frame_headers(ds, file) if is_multiframe(ds) else [ds]
     _, affine = _geometry(headers, source.path)
-    return VolumeInfo(source, (int(headers[0].Columns), int(headers[0].Rows), len(headers)), affine)
+    shape = (int(headers[0].Columns), int(headers[0].Rows), len(headers))
+    check_fits_in_memory(shape, source.path)
+    return VolumeInfo(source, shape, affine)
 
 
 #: DICOM PET series, found by content; results are NIfTI files and, on request, a new DICOM series.

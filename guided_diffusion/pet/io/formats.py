@@ -72,9 +72,12 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, like: Volume, overwr
     float32 without scaling. DICOM input: NIfTI with ``like``'s affine (the
     format's ``results_as``).
 
+    Every format's writer goes through here, so none publishes NaN or infinite voxels.
+
     Raises:
         UserError: shape differs from ``like``, the suffix of ``path`` does not
-            match the format, or ``path`` exists and ``overwrite`` is false.
+            match the format, ``data`` holds NaN or infinite voxels, or ``path``
+            exists and ``overwrite`` is false.
     """
     path = Path(path)
     data = np.asarray(data, dtype=np.float32)
@@ -83,4 +86,8 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, like: Volume, overwr
     fmt = result_format(like.fmt)
     if volume_suffix(path) not in fmt.suffixes:
         raise UserError(f"{path}: must end in {' or '.join(fmt.suffixes)} to match the input {like.path}")
+    non_finite = data.size - int(np.count_nonzero(np.isfinite(data)))
+    if non_finite:
+        raise UserError(f"{path}: {non_finite:,} of {data.size:,} voxels of the result are NaN or infinite; "
+                        "the model's output is not finite: a diverged model? Nothing written")
     return atomic_write(path, lambda tmp: fmt.write(tmp, data, like), overwrite=overwrite)

@@ -16,7 +16,7 @@ from ...errors import UserError
 from .registry import VolumeFormat
 from .source import ReadOptions, VolumeInfo, VolumeSource
 from .units import nifti_units
-from .volume import Volume, checked_affine, checked_shape, validated
+from .volume import Volume, check_fits_in_memory, checked_affine, checked_shape, validated
 
 #: NIfTI file suffixes; a result of another format's input gets the first.
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -26,7 +26,9 @@ NIFTI_ERRORS = (OSError, ValueError, EOFError, zlib.error, ImageFileError)
 
 
 def _unreadable(path: Path, exc: Exception) -> UserError:
-    return UserError(f"{path}: cannot read as NIfTI ({exc}); check the file is complete and not corrupt")
+    # nibabel's messages may run over several lines ("... - could the file be damaged?"): one line here.
+    reason = "; ".join(line.strip(" -") for line in str(exc).splitlines() if line.strip(" -"))
+    return UserError(f"{path}: cannot read as NIfTI ({reason}); check the file is complete and not corrupt")
 
 
 def _load(path: Path) -> nib.Nifti1Image:
@@ -45,6 +47,7 @@ def read_nifti(source: VolumeSource, options: ReadOptions) -> Volume:
     """
     path = source.path
     image = _load(path)
+    check_fits_in_memory(image.shape, path)
     try:
         # get_fdata applies scl_slope/scl_inter, used with integer storage.
         data = image.get_fdata(dtype=np.float32)
@@ -59,8 +62,9 @@ def read_nifti(source: VolumeSource, options: ReadOptions) -> Volume:
 
 
 def survey_nifti(source: VolumeSource, options: ReadOptions) -> VolumeInfo:
-    """Shape and affine of a NIfTI volume from its header (nibabel reads no voxels)."""
+    """Shape and affine of a NIfTI volume from its header (nibabel reads no voxels); refused if too big to read."""
     image = _load(source.path)
+    check_fits_in_memory(image.shape, source.path)
     return VolumeInfo(source, checked_shape(image.shape, source.path), checked_affine(image.affine, str(source.path)))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from ...errors import UserError
 from .registry import VolumeFormat
 from .source import ReadOptions, VolumeInfo, VolumeSource
-from .volume import Volume, checked_affine, checked_shape, validated
+from .volume import Volume, check_fits_in_memory, checked_affine, checked_shape, validated
 
 #: What reading an ``.npz`` may raise when the file is truncated or not an ``.npz``.
 NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
@@ -71,12 +71,15 @@ def read_npz_array(path: Path, key: str, default_voxel_size: float) -> tuple[np.
     """Array ``key`` of the ``.npz`` ``path`` as stored (not checked) and the checked affine (:func:`npz_affine`).
 
     Raises:
-        UserError: the file is unreadable, has no array ``key`` or a bad ``affine``.
+        UserError: the file is unreadable, has no array ``key``, one too big for the memory
+            available (:func:`.volume.check_fits_in_memory`, from its header) or a bad ``affine``.
     """
+    shapes = npz_shapes(path)
+    if key not in shapes:
+        raise _missing_key(path, key, list(shapes))
+    check_fits_in_memory(shapes[key], path)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            if key not in npz.files:
-                raise _missing_key(path, key, npz.files)
             return npz[key], _affine(npz, path, default_voxel_size)
     except NPZ_ERRORS as exc:
         raise _unreadable(path, exc) from exc
@@ -89,10 +92,12 @@ def read_npz(source: VolumeSource, options: ReadOptions) -> Volume:
 
 
 def survey_npz(source: VolumeSource, options: ReadOptions) -> VolumeInfo:
-    """Shape and affine of an ``.npz`` volume from the array's header and the small ``affine`` array."""
+    """Shape and affine of an ``.npz`` volume from the array's header and the small ``affine`` array; refused if
+    too big to read."""
     key, shapes = options.npz_key or "arr_0", npz_shapes(source.path)
     if key not in shapes:
         raise _missing_key(source.path, key, list(shapes))
+    check_fits_in_memory(shapes[key], source.path)
     return VolumeInfo(source, checked_shape(shapes[key], source.path), npz_affine(source.path, options.default_voxel_size))
 
 

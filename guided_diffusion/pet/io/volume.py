@@ -8,6 +8,8 @@ Conventions:
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +135,51 @@ def checked_shape(shape: tuple[int, ...], source: Path | str) -> tuple[int, int,
     if 0 in shape:
         raise UserError(f"{source}: volume of shape {shape} is empty")
     return shape  # type: ignore[return-value]
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for this process: MemAvailable of /proc/meminfo, else the physical memory; at most a
+    cgroup (v2) limit's headroom; None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        try:
+            free = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        return min(free, int(limit) - used) if limit != "max" else free
+    except (OSError, ValueError):
+        return free
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2**30:,.1f} GiB"
+
+
+def check_fits_in_memory(shape: tuple[int, ...], source: Path | str, bytes_per_voxel: int = 4) -> None:
+    """Refuse, before reading, a volume whose header claims more voxels than memory can hold.
+
+    Args:
+        shape: the array shape a header states (any number of axes).
+        source: the file, named in the message.
+        bytes_per_voxel: bytes of each voxel once read (4: float32).
+
+    Raises:
+        UserError: naming ``source``, its shape and the bytes needed, when they exceed
+            :func:`available_memory`.
+    """
+    needed = math.prod(int(n) for n in shape) * bytes_per_voxel
+    available = available_memory()
+    if available is not None and needed > available:
+        raise UserError(
+            f"{source}: its header gives shape {tuple(int(n) for n in shape)}, {_gib(needed)} to read, more than the "
+            f"{_gib(available)} of memory available; check that the header is right (a damaged or wrong file?), "
+            "or run where more memory is free"
+        )
 
 
 def checked_affine(affine: np.ndarray, source: str) -> np.ndarray:
