@@ -14,6 +14,7 @@ installed package carries them as package data (``guided_diffusion/configs/``).
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -28,11 +29,22 @@ if TYPE_CHECKING:
 SOURCE_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
+#: Every negative number Python's ``float`` reads (-1, -.5, -1e-4, -2.5E+3, -inf, -nan): a value, never a flag.
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+
 class FlagParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors raise :class:`UserError` instead of exiting with status 2.
 
-    ``--help`` still prints and exits with status 0.
+    ``--help`` still prints and exits with status 0. A negative number in any
+    notation is a flag's value (``--lr -1e-4``): plain argparse takes only
+    ``-1`` and ``-1.5`` for numbers and reads ``-1e-4`` as an unknown flag.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # argparse's own test for "a negative number, not an option" (the same attribute since Python 3.2).
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message: str) -> NoReturn:
         raise UserError(f"{message} (see {self.prog} --help)")

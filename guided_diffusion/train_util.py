@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -97,8 +98,11 @@ class TrainOptions:
                 raise UserError(f"{flag} must be at least 1, got {value}")
         if self.microbatch == 0 or self.microbatch < -1:
             raise UserError(f"--microbatch must be -1 (off) or a positive number of crops, got {self.microbatch}")
-        if not self.lr > 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise UserError("--lr must be positive; --weight_decay and --grad_clip must not be negative")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"--lr must be positive and finite, got {self.lr}")
+        for flag, value in {"--weight_decay": self.weight_decay, "--grad_clip": self.grad_clip}.items():
+            if not (math.isfinite(value) and value >= 0):
+                raise UserError(f"{flag} must be 0 or a positive finite number, got {value}")
         if self.max_steps <= 0 and self.lr_anneal_steps <= 0:
             raise UserError("set --max_steps and/or --lr_anneal_steps: training would otherwise never stop")
         if self.keep_last < 0:
@@ -128,6 +132,47 @@ class Evaluator(Protocol):
     def evaluate(self, model: Callable, indices: Iterable[int]) -> list[dict[str, float]]: ...
 
 
+def resume_path(options: TrainOptions) -> str | Path | None:
+    """The checkpoint a run resumes from: ``--resume_checkpoint``, else the newest in ``--result_folder``, else None."""
+    return options.resume_checkpoint or latest_checkpoint(options.result_folder)
+
+
+def read_training_checkpoint(path: str | Path) -> dict:
+    """Read the training checkpoint ``path`` (see :func:`~guided_diffusion.checkpoint.read_checkpoint`).
+
+    Raises:
+        UserError: the file is missing, unreadable or unsafe, or holds a plain ``state_dict``.
+    """
+    ckpt = read_checkpoint(path, flag="--resume_checkpoint")
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"--resume_checkpoint {path} is a plain state_dict, not a training checkpoint; "
+                        "start from its weights with --init_weights instead")
+    return ckpt
+
+
+def check_start_files(options: TrainOptions) -> None:
+    """Read the file a run starts from (:func:`resume_path`, else ``--init_weights``), before any data is prepared.
+
+    Raises:
+        UserError: naming the file and its flag, as :func:`read_training_checkpoint` or
+            :func:`~guided_diffusion.checkpoint.read_checkpoint` would later.
+    """
+    resume = resume_path(options)
+    if resume is not None:
+        read_training_checkpoint(resume)
+    elif options.init_weights:
+        read_checkpoint(options.init_weights, flag="--init_weights")
+
+
+def non_finite_part(loss: torch.Tensor, modules: Iterable[torch.nn.Module]) -> str | None:
+    """What a training step left NaN or infinite: ``"the loss"`` (any element of ``loss``, shape (B,)), ``"the
+    parameters"`` (of any of ``modules``), or None when everything is finite."""
+    if not bool(torch.isfinite(loss).all()):
+        return "the loss"
+    finite = torch.stack([torch.isfinite(p).all() for module in modules for p in module.parameters()])
+    return None if bool(finite.all()) else "the parameters"
+
+
 def parameter_checksum(model: torch.nn.Module) -> str:
     """SHA-256 of every parameter's bytes, in order: equal exactly when the parameters are."""
     digest = hashlib.sha256()
@@ -155,6 +200,10 @@ class TrainLoop:
 
     During training the loop's precision (``torch.amp``) is in charge: the
     network's own inference autocast (``use_fp16``) is switched off.
+
+    After every step the ranks agree that the loss and the parameters are finite;
+    if not, every rank raises :class:`UserError` naming the step and the last good
+    checkpoint, before the EMA or a checkpoint takes the diverged step in.
     """
 
     def __init__(
@@ -182,7 +231,7 @@ class TrainLoop:
             diffusion, self.device, options.lr, options.weight_decay, self._autocast, self.precision == "fp16",
         ) if getattr(diffusion, "discriminator", None) is not None else None
 
-        resume = dist_util.from_root(self._resume_path)
+        resume = dist_util.from_root(lambda: resume_path(options))
         self.step = dist_util.agree(lambda: self._start(resume))
         if self.rank == 0:
             remove_stale_temporaries(self.folder)
@@ -201,11 +250,6 @@ class TrainLoop:
 
     # -- start: fresh, fine-tuned or resumed ---------------------------------
 
-    def _resume_path(self) -> str | Path | None:
-        if self.options.resume_checkpoint:
-            return self.options.resume_checkpoint
-        return latest_checkpoint(self.folder)
-
     def _start(self, resume: str | Path | None) -> int:
         """Restore ``resume`` or initialise (``--init_weights``); return the step to continue from."""
         if resume is None:
@@ -216,10 +260,7 @@ class TrainLoop:
             return 0
         if self.options.init_weights and self.rank == 0:
             tqdm.write(f"--init_weights is ignored: resuming the run in {resume}")
-        ckpt = read_checkpoint(resume, flag="--resume_checkpoint")
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise UserError(f"--resume_checkpoint {resume} is a plain state_dict, not a training checkpoint; "
-                            "start from its weights with --init_weights instead")
+        ckpt = read_training_checkpoint(resume)
         self._check_flags(ckpt["flags"], resume)
         self.model.load_state_dict(ckpt["model"])
         self.ema = EMA(self.model, self.rates)
@@ -301,8 +342,19 @@ class TrainLoop:
             )
         if self.step >= stop:
             return
-        batches = iter(self.data(self.step))
         bar = tqdm(total=stop, initial=self.step, disable=self.rank != 0, desc="training", dynamic_ncols=True)
+        try:
+            self._train_until(stop, bar)
+        except UserError:
+            bar.leave = False  # the error's one line takes the bar's place
+            raise
+        finally:
+            bar.close()
+
+    def _train_until(self, stop: int, bar: tqdm) -> None:
+        """Steps from the current one to ``stop``, logging, validating and saving on the way."""
+        options = self.options
+        batches = iter(self.data(self.step))
         since, steps_since = time.perf_counter(), 0
         while self.step < stop:
             full, low = next(batches)
@@ -321,7 +373,6 @@ class TrainLoop:
                 since, steps_since = time.perf_counter(), 0
             if self.step % options.save_interval == 0 or self.step == stop:
                 self.save()
-        bar.close()
 
     def lr_at(self, step: int) -> float:
         """Learning rate of step ``step`` (0-based): constant, or falling linearly to 0 at ``lr_anneal_steps``."""
@@ -370,11 +421,27 @@ class TrainLoop:
             group["lr"] = lr
         self.scaler.step(self.opt)
         self.scaler.update()
+        if self.adversary is not None:
+            self.adversary.train_step(self.log, losses, low, full, lr)
+        # Every rank stops together, before the EMA or a checkpoint can take in the diverged step.
+        dist_util.agree(lambda: self._stop_if_diverged(losses["loss"]))
         self.ema.update(self.model, self.step + 1)
         self.log.add("grad_norm", grad_norm.item())
         self.log.add("lr", lr)
-        if self.adversary is not None:
-            self.adversary.train_step(self.log, losses, low, full, lr)
+
+    def _trained_modules(self) -> list[torch.nn.Module]:
+        """The network, and the GAN's discriminator when there is one."""
+        return [self.model] + ([self.adversary.module] if self.adversary is not None else [])
+
+    def _stop_if_diverged(self, loss: torch.Tensor) -> None:
+        """Raise UserError if the step just taken (``self.step + 1``) made ``loss`` (B,) or a parameter non-finite."""
+        part = non_finite_part(loss, self._trained_modules())
+        if part is None:
+            return
+        last = latest_checkpoint(self.folder)
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint of this run was saved yet"
+        raise UserError(f"training diverged at step {self.step + 1}: {part} became NaN or infinite; {kept}; "
+                        f"lower --lr (now {self.options.lr:g}) or set --grad_clip, and run again")
 
     # -- validation and checkpoints ------------------------------------------
 
@@ -396,8 +463,7 @@ class TrainLoop:
         generators = dist_util.COMM.gather(self._capture_generators(), root=0)
         # Every rank's parameters (and discriminator's) must be identical (DDP); a record of it, checked here
         # and by tests.
-        models = [self.model] + ([self.adversary.module] if self.adversary is not None else [])
-        checksums = dist_util.COMM.gather(":".join(parameter_checksum(m) for m in models), root=0)
+        checksums = dist_util.COMM.gather(":".join(parameter_checksum(m) for m in self._trained_modules()), root=0)
         if self.rank != 0:
             return
         if len(set(checksums)) > 1:

@@ -43,7 +43,7 @@ from guided_diffusion.script_util import (
     sr_create_model_and_diffusion,
     sr_model_and_diffusion_defaults,
 )
-from guided_diffusion.train_util import TrainLoop, TrainOptions, train_defaults
+from guided_diffusion.train_util import TrainLoop, TrainOptions, check_start_files, train_defaults
 
 
 def create_argparser() -> argparse.ArgumentParser:
@@ -96,6 +96,8 @@ def main() -> None:
     args = dist_util.agree(lambda: parse_args_with_config(create_argparser()))
     options = TrainOptions(**args_to_dict(args, train_defaults().keys()))
     patch = dist_util.agree(lambda: check_flags(args, options))
+    # An unreadable checkpoint to start from is reported before any data is converted into the cache.
+    dist_util.from_root(lambda: check_start_files(options))
     flags = args_to_dict(args, sr_model_and_diffusion_defaults().keys())
     # The same initial weights for any number of ranks (DDP also broadcasts rank 0's).
     torch.manual_seed(args.seed)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import importlib.util
 import subprocess
@@ -11,12 +10,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from training_helpers import REPO, TINY_NET, TRAIN, run_train, write_bad, write_npz_pair
+from training_helpers import REPO, TINY_NET, TRAIN, run_train, tiny_flags, write_bad, write_npz_pair
 
 from guided_diffusion import dist_util
 from guided_diffusion.checkpoint import load_model_weights, read_checkpoint, stored_flags
 from guided_diffusion.errors import UserError
-from guided_diffusion.flags import add_dict_to_argparser, args_to_dict, parse_args_with_config
 from guided_diffusion.model_kinds import ReverseProcess
 from guided_diffusion.pet.training.crops import PairCropDataset, crop_loader
 from guided_diffusion.pet.training.pairs import find_pairs, prepare_pairs
@@ -29,13 +27,6 @@ from guided_diffusion.script_util import (
 from guided_diffusion.train_util import TrainLoop, TrainOptions
 
 PATCH = (8, 8, 8)
-
-
-def tiny_flags() -> dict:
-    parser = argparse.ArgumentParser()
-    add_dict_to_argparser(parser, sr_model_and_diffusion_defaults())
-    parser.add_argument("--patch_size")
-    return args_to_dict(parse_args_with_config(parser, TINY_NET), sr_model_and_diffusion_defaults().keys())
 
 
 @pytest.fixture(scope="module")

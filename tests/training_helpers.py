@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -10,11 +11,22 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from guided_diffusion.flags import add_dict_to_argparser, args_to_dict, parse_args_with_config
+from guided_diffusion.script_util import sr_model_and_diffusion_defaults
+
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = REPO / "scripts" / "train.py"
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
 # A CPU-sized net: the tiny preset with two levels, on 8-voxel crops.
 TINY_NET = ["--config", "tiny", "--channel_mult", "1,2", "--patch_size", "8"]
+
+
+def tiny_flags() -> dict:
+    """The model and diffusion flags of TINY_NET."""
+    parser = argparse.ArgumentParser()
+    add_dict_to_argparser(parser, sr_model_and_diffusion_defaults())
+    parser.add_argument("--patch_size")
+    return args_to_dict(parse_args_with_config(parser, TINY_NET), sr_model_and_diffusion_defaults().keys())
 
 
 def body_pair(shape=(16, 16, 8), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
