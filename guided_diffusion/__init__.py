@@ -17,7 +17,7 @@ Applications, what a run is made of:
 PET domain, :mod:`.pet` (files, simulator, training data, evaluation; numpy outside training).
 
 Runtime: :mod:`.dist_util` (MPI ranks, devices, errors on every rank), :mod:`.sharding`,
-:mod:`.checkpoint`, :mod:`.model_card`, :mod:`.storage`, :mod:`.atomic`, :mod:`.precision`
+:mod:`.checkpoint`, :mod:`.model_card`, :mod:`.storage`, :mod:`.atomic`, :mod:`.output_set`, :mod:`.precision`
 (fp32 / bf16 / fp16, one rule for ``--use_fp16``), :mod:`.inference_network`, :mod:`.logger`
 (the paper's), and training: :mod:`.train_util`, :mod:`.train_adversary`, :mod:`.ema`,
 :mod:`.train_state`, :mod:`.train_log`.

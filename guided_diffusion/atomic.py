@@ -1,7 +1,9 @@
 """Atomic writes: a temporary file (or folder) beside the target, then a rename.
 
 A reader (or a crashed run) therefore sees either the old complete file or the
-new complete file, never a half-written one.
+new complete file, never a half-written one. Every temporary name is hidden (a
+leading ".") and marked (:func:`is_temporary_name`), so input discovery can skip
+what a running or interrupted write leaves.
 """
 
 from __future__ import annotations
@@ -15,6 +17,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import UserError
+
+#: Marks of temporary names: files being written (``.<target>.<random>.tmp<target's suffixes>``) and folders
+#: (``.<target>.<random>.tmp``), a set's staging folder, a claimed set's lock, an old version moved aside.
+TEMP_MARK = ".tmp"
+STAGING_SUFFIX = ".staging"
+LOCK_SUFFIX = ".lock"
+OLD_SUFFIX = ".old"
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether a file or folder name is one of the temporary names written here (never an input or a result)."""
+    return name.startswith(".") and (name.endswith((TEMP_MARK, STAGING_SUFFIX, LOCK_SUFFIX, OLD_SUFFIX))
+                                     or f"{TEMP_MARK}." in name)
 
 
 @contextlib.contextmanager
@@ -33,7 +48,7 @@ def atomic_path(target: str | os.PathLike, overwrite: bool = True) -> Iterator[P
         raise UserError(f"{target} exists; pass --overwrite to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f"{TEMP_MARK}{suffix}", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -79,13 +94,13 @@ def atomic_directory(target: Path, overwrite: bool) -> Iterator[Path]:
     if target.exists() and not overwrite:
         raise UserError(f"{target} exists; pass --overwrite to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}{TEMP_MARK}"
     tmp.mkdir()  # unlike mkdtemp, mkdir honours the umask
     try:
         yield tmp
         old = None
         if target.exists() or target.is_symlink():
-            old = target.parent / f".{target.name}.{secrets.token_hex(6)}.old"
+            old = target.parent / f".{target.name}.{secrets.token_hex(6)}{OLD_SUFFIX}"
             os.rename(target, old)
         try:
             os.rename(tmp, target)
@@ -94,13 +109,13 @@ def atomic_directory(target: Path, overwrite: bool) -> Iterator[Path]:
                 os.rename(old, target)
             raise
         if old is not None:
-            _remove(old)
+            remove_path(old)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
     """Remove a file, link or folder tree."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)

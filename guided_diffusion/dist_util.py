@@ -5,7 +5,10 @@ Errors follow one rule: problems a user can cause are detected at *agreement
 points* (:func:`agree`), where every rank learns of any rank's error, rank 0
 prints it once and every rank exits with status 1. Anything else that escapes
 (a bug, an out-of-memory) is printed with its traceback by the failing rank,
-which then aborts the whole MPI job, so no rank waits forever.
+which then aborts the whole MPI job, so no rank waits forever. SIGINT and
+SIGTERM become exceptions (:class:`KeyboardInterrupt`, :class:`Terminated`), so
+the cleanups on their way (temporary files, staging folders, claims) run before
+the exit with status 130 or 143.
 
 Scripts written for the paper's code call its ``setup_dist``, ``dev`` and
 ``load_state_dict``; they are kept here, at the end.
@@ -13,11 +16,15 @@ Scripts written for the paper's code call its ``setup_dist``, ``dev`` and
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import sys
+import threading
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import torch
@@ -167,11 +174,43 @@ def _collective_error(message: str) -> UserError:
     return error
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived. Like :class:`KeyboardInterrupt` for SIGINT, it unwinds the stack so cleanups run."""
+
+
+#: Exit status after a signal: 128 + its number, as a shell reports a process killed by it.
+SIGINT_STATUS, SIGTERM_STATUS = 128 + signal.SIGINT, 128 + signal.SIGTERM
+#: Seconds the other ranks wait after a signal before ending the MPI job, while rank 0 removes its files.
+SIGNAL_CLEANUP_GRACE_S = 2.0
+
+
+def _raise_for_signal(signum: int, frame: Any) -> None:
+    # A second signal would cut the cleanup of the first one short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
+
+
+@contextlib.contextmanager
+def signals_as_exceptions() -> Iterator[None]:
+    """Within: SIGINT raises :class:`KeyboardInterrupt`, SIGTERM :class:`Terminated` (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, _raise_for_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def run_main(main: Callable[[], None]) -> None:
     """Run a script's ``main`` with the error rule above and exit with its status."""
     try:
-        setup_device()
-        main()
+        with signals_as_exceptions():
+            setup_device()
+            main()
     except UserError as err:
         if getattr(err, "collective", False) or world_size() == 1:
             if rank() == 0:
@@ -180,10 +219,13 @@ def run_main(main: Callable[[], None]) -> None:
         # Raised on one rank outside an agreement point: the others cannot know.
         print(f"error: rank {rank()}: {err}", file=sys.stderr, flush=True)
         COMM.Abort(1)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as signalled:
+        status = SIGINT_STATUS if isinstance(signalled, KeyboardInterrupt) else SIGTERM_STATUS
         if world_size() > 1:
-            COMM.Abort(130)
-        sys.exit(130)
+            if rank() != 0:  # rank 0 holds what a run writes: let it finish its cleanup before the job ends
+                time.sleep(SIGNAL_CLEANUP_GRACE_S)
+            COMM.Abort(status)
+        sys.exit(status)
     except Exception:  # noqa: BLE001 - a bug on one rank must end every rank, with its traceback
         traceback.print_exc()
         sys.stderr.flush()

@@ -9,7 +9,9 @@ of scripts/test.py, with the same flags. The result is on the input's grid, or,
 with --voxel_size MM, reoriented (head-foot axis last, RAS) and resampled to
 MM isotropic as the denoiser's model grid would be. A JSON record of how SUV
 was computed is written beside it (<output stem>.json). Every refusal is one
-line on stderr, exit status 1, nothing written.
+line on stderr, exit status 1, nothing written; an output folder that cannot be
+written or is too full is refused before the scan is read, and the volume and
+its record are published together (a full disk leaves neither).
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from guided_diffusion import dist_util
 from guided_diffusion.atomic import atomic_write_text
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, parse_args_with_config
-from guided_diffusion.pet.io import Volume, read_volume, write_volume
+from guided_diffusion.output_set import HEADER_ALLOWANCE_BYTES, check_output_folder, write_set
+from guided_diffusion.pet.io import Volume, read_volume, survey_volume, write_volume
 from guided_diffusion.pet.io.grid import plan_grid
 from guided_diffusion.pet.io.paths import NIFTI_SUFFIXES, volume_stem
 from guided_diffusion.volume_files import INPUT_FLAGS, unit_options
@@ -46,15 +51,22 @@ def main() -> None:
         for path in (output, record_path):
             if path.exists():
                 raise UserError(f"{path} exists; pass --overwrite True to replace it")
+    info = survey_volume(args.input, npz_key=args.npz_key or None, units=unit_options(args))
+    shape = plan_grid(info.shape, info.affine, args.voxel_size).model_shape if args.voxel_size > 0 else info.shape
+    check_output_folder(output.parent, "output folder", int(np.prod(shape)) * 4 + 2 * HEADER_ALLOWANCE_BYTES)
     volume = read_volume(args.input, npz_key=args.npz_key or None, units=unit_options(args))
     grid = plan_grid(volume.shape, volume.affine, args.voxel_size) if args.voxel_size > 0 else None
     header = volume.header if volume.fmt == "nifti" and grid is None else None
     suv = Volume(grid.to_model(volume.data) if grid else volume.data, grid.model_affine if grid else volume.affine,
                  "nifti", output, volume.name, header)
-    write_volume(output, suv.data, like=suv, overwrite=args.overwrite)
     record = {"input": str(volume.path), "output": str(output), "input_units": volume.source_units,
               "suv": volume.suv_record, "grid": grid.describe() if grid else None}
-    atomic_write_text(record_path, json.dumps(record, indent=2) + "\n", overwrite=args.overwrite)
+
+    def write(staged: dict[Path, Path]) -> None:
+        write_volume(staged[output], suv.data, like=suv)
+        atomic_write_text(staged[record_path], json.dumps(record, indent=2) + "\n")
+
+    write_set([output, record_path], write, overwrite=args.overwrite)
     factor = (volume.suv_record or {}).get("factor", 1.0)
     print(f"{volume.path} ({volume.source_units}, SUV factor {factor}) -> {output} {suv.shape}")
 

@@ -31,6 +31,7 @@ from guided_diffusion import dist_util
 from guided_diffusion.denoise_run import run_denoising
 from guided_diffusion.denoise_settings import check_flags as check_run_flags
 from guided_diffusion.denoise_settings import read_model_records, resolve_settings
+from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, parse_args_with_config
 from guided_diffusion.pet.intensity import DEFAULT_SUV_MAX
 from guided_diffusion.pet.io import UnitOptions, Volume, VolumeInfo, list_volumes, read_volume, survey_volume
@@ -40,7 +41,7 @@ from guided_diffusion.volume_files import INPUT_FLAGS, OUTPUT_FLAGS, unit_option
 
 def load_data_for_worker(base_samples: str, num_samples: int, npz_key: str | None, units: UnitOptions | None = None,
                          exclude: Sequence[str] = (), on_note: Callable[[str], None] = lambda note: None,
-                         header_only: bool = False) -> Iterator[Volume | VolumeInfo]:
+                         header_only: bool = False) -> Iterator[Volume | VolumeInfo | UserError]:
     """Yield the volumes to denoise, one at a time. THE place to adapt for a new data format.
 
     Every rank calls this and must get the same volumes in the same order. Rank 0
@@ -64,7 +65,8 @@ def load_data_for_worker(base_samples: str, num_samples: int, npz_key: str | Non
     For a one-off format, replace the body, e.g. read your file into a numpy
     array ``suv`` and ``yield Volume(validated(suv, path), affine, "nifti", path, name)``
     (:func:`~guided_diffusion.pet.io.volume.validated` applies the readers' checks:
-    3D, finite, not empty). Raise :class:`~guided_diffusion.errors.UserError` for bad files.
+    3D, finite, not empty). For a bad file, yield its :class:`~guided_diffusion.errors.UserError`
+    (the run reports it and goes on with the next volume) or raise it (ends the batch).
 
     Args:
         base_samples: a file, a directory (DICOM series are found in it and below
@@ -81,9 +83,15 @@ def load_data_for_worker(base_samples: str, num_samples: int, npz_key: str | Non
         on_note(note)
     if num_samples > 0:
         sources = sources[:num_samples]
-    read = survey_volume if header_only else read_volume
     for source in sources:
-        yield read(source, npz_key=npz_key, units=units)
+        if header_only:
+            yield survey_volume(source, npz_key=npz_key, units=units)
+            continue
+        try:
+            volume = read_volume(source, npz_key=npz_key, units=units)
+        except UserError as err:  # yielded, not raised: the run reports this volume and goes on with the next
+            volume = err
+        yield volume
 
 
 def create_argparser() -> argparse.ArgumentParser:
@@ -131,7 +139,7 @@ def main() -> None:
     settings = dist_util.agree(lambda: resolve_settings(args, sys.argv[1:], records,
                                                          sr_model_and_diffusion_defaults().keys()))
 
-    def read(header_only: bool) -> Iterator[Volume | VolumeInfo]:
+    def read(header_only: bool) -> Iterator[Volume | VolumeInfo | UserError]:
         def on_note(note: str) -> None:
             if header_only:
                 print(f"note: {note}", file=sys.stderr, flush=True)

@@ -55,6 +55,19 @@ SLOW_TESTS = {
     ),
     "test_format_registry.py": ("test_a_registered_format_trains_and_denoises_through_the_scripts",),
     "test_paper_api.py": ("test_a_paper_style_script_samples_on_two_ranks_and_gathers_them",),
+    "test_faults_writing.py": (
+        "test_two_concurrent_runs_into_one_folder_never_mix",
+        "test_overwrite_replaces_the_whole_set_and_a_stale_sd_map_is_never_kept",
+        "test_sigterm_during_sampling_leaves_no_temporary_files",
+        "test_sigterm_during_sampling_on_two_ranks_leaves_no_temporary_files",
+    ),
+    "test_faults_nonfinite.py": (
+        "test_the_training_script_refuses_bad_learning_rates_before_touching_data",
+        "test_the_training_script_stops_a_run_that_diverges", "test_a_nan_on_one_rank_stops_every_rank",
+        "test_a_missing_or_unreadable_checkpoint_is_reported_before_the_data_cache_is_written",
+        "test_a_plain_state_dict_given_to_resume_is_refused_before_the_data_cache_is_written",
+        "test_a_nan_model_writes_nothing",
+    ),
 }
 
 torch.set_num_threads(2)
