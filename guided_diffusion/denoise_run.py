@@ -161,9 +161,15 @@ def write_outputs(settings: RunSettings, volume: Volume, grid: GridMapping, resu
     With --overwrite the earlier set is replaced whole: its files this set does not write go too.
 
     Raises:
-        UserError: a file of the set appeared meanwhile (without --overwrite), or writing failed (e.g. a full
-            disk); nothing of the new set remains.
+        UserError: the result holds NaN or infinite voxels (naming the model), a file of the set appeared
+            meanwhile (without --overwrite), or writing failed (e.g. a full disk); nothing of the new set remains.
     """
+    for what, data in (("result", result.mean), ("SD map", result.std)):
+        bad = 0 if data is None else int(data.size - np.count_nonzero(np.isfinite(data)))
+        if bad:
+            model = settings.model_path or f"the {settings.kind} model"
+            raise UserError(f"{volume.name}: {bad} of {data.size} voxels of the {what} are NaN or infinite: the model "
+                            f"{model} gave non-finite output (a diverged model?); nothing written")
     outputs = outputs_for(volume, settings)
     units = settings.flags["output_units"]
     targets = [path for paths in outputs.values() for path in paths.values()]  # the sidecar last
@@ -267,7 +273,7 @@ class _Batch:
         if self.bar is None:  # once the first volume is read, so a refused input leaves no bar behind
             is_root = dist_util.rank() == 0
             self.bar = tqdm(total=self.rank_steps, unit="patch-step", disable=not is_root or not self.rank_steps,
-                            desc=f"rank 0 of {dist_util.world_size()}")
+                            desc=f"rank 0 of {dist_util.world_size()}", leave=False)
             self.method.on_step = self.bar.update
         grid = plan_grid(volume.shape, volume.affine, settings.model_voxel_size)
         result, volume_record = dist_util.agree(partial(

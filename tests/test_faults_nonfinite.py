@@ -274,9 +274,9 @@ def test_a_nan_model_writes_nothing(tmp_path):
     result = run(["--model_path", str(model), "--base_samples", str(tmp_path / "scan.npz"),
                   "--save_dir", str(tmp_path / "out"), *FAST], ranks=0)
     assert result.returncode == 1
-    line = one_error_line(result.stderr)
-    assert "scan_denoised.npz: 512 of 512 voxels of the result are NaN or infinite" in line
-    assert "diverged model" in line
+    assert one_error_line(result.stderr) == (
+        f"error: scan: 512 of 512 voxels of the result are NaN or infinite: the model {model} gave non-finite "
+        "output (a diverged model?); nothing written")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
