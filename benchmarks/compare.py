@@ -20,7 +20,9 @@ the path users take (nothing here denoises or scores by itself):
    input's measured noise (``--start_timestep auto``). ``--extra_model
    NAME=PATH`` adds a committed diffusion model (e.g. the demo model) as one
    more method, trained elsewhere on another budget.
-4. ``scripts/evaluate.py``: every (case, method) against the full dose;
+4. ``scripts/evaluate.py``: every (case, method) against the noiseless
+   reconstruction of its subject (``--cases`` column ``clean``; columns
+   ``<metric>_clean``, read first) and against the full dose, as the paper;
    the ensemble's standard deviation against the actual error
    (:mod:`guided_diffusion.pet.eval.uncertainty`).
 
@@ -277,6 +279,7 @@ def cases_table(work: Path, budget: Budget, methods: list[str]) -> list[dict]:
                     result = data / f"{low}.nii.gz" if method == "low_dose" else \
                         Path("denoised") / method / condition / f"{low}_denoised.nii.gz"
                     rows.append({"case": f"{condition}_{low}", "reference": str(data / f"{stem}_full.nii.gz"),
+                                 "clean": str(data / f"{stem}_clean.nii.gz"),
                                  "labels": str(data / f"{stem}_labels.nii.gz"),
                                  "lesions": str(data / f"{stem}_lesions.nii.gz"), "method": method,
                                  "result": str(result), "scanner": scanner, "tracer": tracer, "dose": dose})

@@ -2,7 +2,8 @@
 
 A conditional GAN in the pix2pix form (Isola et al., CVPR 2017), in 3D: the
 generator is the regression baseline's UNet (``model(low, t)``, one forward
-pass, see :mod:`guided_diffusion.regression`), trained on its L1 (or L2) loss
+pass, its output read as the regression's ``output`` says, see
+:mod:`guided_diffusion.regression`), trained on its L1 (or L2) loss
 plus ``adv_weight`` times a least-squares adversarial loss (Mao et al., ICCV
 2017); the discriminator sees the low dose and a full-dose image side by side
 (2 channels) and scores every overlapping patch of its receptive field as real
@@ -77,6 +78,7 @@ class AdversarialProcess(RegressionProcess):
         loss: the regression loss, "l1" or "l2".
         adv_weight: weight of the adversarial term (>= 0).
         discriminator: the discriminator the training loop trains alongside.
+        output: what the generator's output means (:data:`~guided_diffusion.regression.ONE_PASS_OUTPUTS`).
 
     ``critic`` (set by the training loop) calls the discriminator as it should be
     called during the generator's step (device, precision). Each call of
@@ -85,8 +87,8 @@ class AdversarialProcess(RegressionProcess):
     """
 
     def __init__(self, loss: str = "l1", adv_weight: float = DEFAULT_ADV_WEIGHT,
-                 discriminator: PatchDiscriminator | None = None):
-        super().__init__(loss)
+                 discriminator: PatchDiscriminator | None = None, output: str = "direct"):
+        super().__init__(loss, output)
         if not adv_weight >= 0:
             raise ValueError(f"adv_weight must be >= 0, got {adv_weight}")
         self.adv_weight = adv_weight
@@ -100,7 +102,7 @@ class AdversarialProcess(RegressionProcess):
         'mse', 'regression' and 'adv' (mean of (D(low, G(low)) - 1)^2)."""
         del noise
         low = (model_kwargs or {})["low_res"]
-        prediction = model(low, t)
+        prediction = self.estimate(model, low, t)
         self._predictions.append(prediction.detach())
         losses = self.regression_losses(prediction, x_start)
         adversarial = mean_flat((self.critic(low, prediction).float() - 1) ** 2)

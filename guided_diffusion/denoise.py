@@ -93,13 +93,13 @@ class VolumeResult:
 
 
 def warm_start_for_volume(suv: np.ndarray, voxel_size: float | Sequence[float], alphas_cumprod: np.ndarray,
-                          suv_max: float, scale: float) -> dict:
+                          data_scale: float, scale: float) -> dict:
     """The warm start of ``--start_timestep auto`` for one (X, Y, Z) SUV volume on the model grid.
 
     Args:
         voxel_size: mm, one value or one per axis.
         alphas_cumprod: the full process's ``alpha_bar`` per step, shape (T,).
-        suv_max: the SUV the model maps to 1 (the noise is compared in model units).
+        data_scale: the SUV the model maps to 1 (the noise is compared in model units).
         scale: the ratio of step noise to input noise (``--warm_start_scale``).
 
     Returns:
@@ -107,7 +107,7 @@ def warm_start_for_volume(suv: np.ndarray, voxel_size: float | Sequence[float], 
     """
     noise_sd = estimate_noise_sd(suv, voxel_size)
     return {"noise_sd_suv": noise_sd, "scale": scale,
-            "start_timestep": start_timestep_for_noise(alphas_cumprod, noise_sd / suv_max, scale)}
+            "start_timestep": start_timestep_for_noise(alphas_cumprod, noise_sd / data_scale, scale)}
 
 
 def job_offsets(plans: Sequence[PatchPlan], num_ensemble: int) -> list[int]:
@@ -147,6 +147,7 @@ class VolumeDenoiser:
             ``patching.slices()``).
         suv_max: the intensity mapping's clip value (as in training).
         keep_saturated: voxels whose input exceeds ``suv_max`` keep the input value.
+        data_scale: the SUV the model maps to 1 (as in training); None: ``suv_max``.
         on_step: called with the number of patch-steps done, for progress bars.
     """
 
@@ -159,6 +160,7 @@ class VolumeDenoiser:
         suv_max: float,
         keep_saturated: bool = True,
         on_step: Callable[[int], None] | None = None,
+        data_scale: float | None = None,
     ):
         self.model = model
         self.predictor = predictor
@@ -166,6 +168,7 @@ class VolumeDenoiser:
         # A 2D network denoises slice by slice.
         self.patching = patching.slices() if getattr(model, "dims", 3) == 2 else patching
         self.suv_max = suv_max
+        self.data_scale = suv_max if data_scale is None else data_scale
         self.keep_saturated = keep_saturated
         self.on_step = on_step or (lambda n: None)
 
@@ -195,7 +198,7 @@ class VolumeDenoiser:
         """
         timings = {"sample_s": 0.0, "stitch_s": 0.0}
         plan = self.plan(suv.shape)
-        cond = pad_volume(suv_to_model(suv, self.suv_max), plan.padded_shape)
+        cond = pad_volume(suv_to_model(suv, self.suv_max, self.data_scale), plan.padded_shape)
         is_root = dist_util.rank() == 0
         moments = RunningMoments(suv.shape) if is_root else None
         for wave in member_waves(len(plan), self.sampling.num_ensemble, self.sampling.batch_size):
@@ -221,5 +224,5 @@ class VolumeDenoiser:
         blender = PatchBlender(plan, self.patching.blend)
         for box, patch in patches:
             blender.add(box, patch)
-        denoised = model_to_suv(blender.result(), self.suv_max)
+        denoised = model_to_suv(blender.result(), self.data_scale)
         return restore_saturated(denoised, suv, self.suv_max) if self.keep_saturated else denoised

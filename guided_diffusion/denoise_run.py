@@ -129,7 +129,7 @@ def provenance(settings: RunSettings, method: VolumeMethod, model_sha: str | Non
     return {"model_kind": settings.kind, "model_flags": settings.model_flags or None, "model_sha256": model_sha,
             "model_voxel_size_mm": settings.model_voxel_size,
             "model_voxel_size_from": settings.sources.get("model_voxel_size"), "settings_from": settings.sources,
-            "warm_start_scale": settings.warm_start_scale, "suv_max": settings.suv_max, "seed": settings.flags["seed"],
+            "warm_start_scale": settings.warm_start_scale, "suv_max": settings.suv_max, "data_scale": settings.data_scale, "seed": settings.flags["seed"],
             "num_ranks": dist_util.world_size(), "device": str(dist_util.dev()), "sampler": method.record}
 
 

@@ -21,7 +21,7 @@ from .errors import UserError
 from .model_card import read_own_card
 from .model_kinds import MODEL_KINDS, ModelKind, get_model_kind
 from .patch_jobs import SamplingOptions
-from .pet.intensity import check_suv_max
+from .pet.intensity import check_data_scale, check_suv_max
 from .pet.training.gaussian_fit import is_fit_file, read_fit
 from .precision import check_precision
 from .samplers import get_sampler
@@ -33,7 +33,7 @@ UNFITTED_CHOICES = ("refuse", "paper")
 #: The paper's own process, run by the launcher for a model without a fitted scale: DDIM, 50 steps from pure noise.
 PAPER_PROCESS = {"sampler": "ddim", "timestep_respacing": "ddim50", "start_timestep": 0}
 #: Flags a network's training checkpoint (or card) records that say what the network is; the command line beats them.
-KIND_FLAGS = ("model_kind", "dims")
+KIND_FLAGS = ("model_kind", "dims", "one_pass_output")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ class RunSettings:
         warm_start_scale: the ratio of step noise to input noise of ``auto``; None when not fitted.
         gaussian_fwhm_mm: the Gaussian kind's FWHM (mm); 0 for networks.
         model_voxel_size: the model grid's voxel size (mm; 0: the input's grid).
-        suv_max: the SUV the model maps to 1.
+        suv_max: the intensity clip (values above it saturate).
+        data_scale: the SUV the model maps to 1 (model value = ``clip(SUV, 0, suv_max) / data_scale``).
         sources: where each resolved setting came from ("--flag", "model card", ...).
         notes: lines for the user (one each), e.g. why the paper's process runs.
     """
@@ -66,6 +67,7 @@ class RunSettings:
     gaussian_fwhm_mm: float
     model_voxel_size: float
     suv_max: float
+    data_scale: float
     sources: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
@@ -150,6 +152,13 @@ def _card(records: ModelRecords, *keys: str) -> Any:
     return value
 
 
+def _predating_values(records: ModelRecords, kind: ModelKind) -> dict:
+    """The kind's values of flags its models' records may predate (:attr:`ModelKind.predating_flags`), when the
+    model file has records of its training flags (a checkpoint's, or its card's configuration); else none."""
+    has_records = records.stored is not None or _card(records, "configuration") is not None
+    return kind.predating_flags if has_records else {}
+
+
 def choose_sampler(args: argparse.Namespace, argv: Sequence[str]) -> tuple[str, str]:
     """The sampler and timestep respacing from --sampler and --steps, or from the paper's --use_ddim /
     --timestep_respacing.
@@ -172,10 +181,12 @@ def resolve_settings(args: argparse.Namespace, argv: Sequence[str], records: Mod
     """The run's :class:`RunSettings` from the parsed flags (``argv`` says which were given) and the model's records.
 
     The Gaussian filter denoises when --gaussian_fwhm_mm is given (it beats a fit
-    file's FWHM) or --model_path is a fit file. For a network, --model_kind and
-    --dims come from the command line, then the checkpoint's training flags, then
-    its card, then the preset; --model_voxel_size likewise; --suv_max and
-    --warm_start_scale from the command line, then the card, then the preset.
+    file's FWHM) or --model_path is a fit file. For a network, --model_kind,
+    --dims and --one_pass_output come from the command line, then the checkpoint's
+    training flags, then its card, then the preset (--one_pass_output: "direct" when
+    the checkpoint's or card's flags predate it); --model_voxel_size likewise; --suv_max and
+    --warm_start_scale from the command line, then the card, then the preset; --data_scale from the
+    command line, then the checkpoint's training flags, then the card, then the resolved --suv_max.
     A deterministic kind refuses --num_ensemble > 1; ``--start_timestep auto``
     needs a fitted scale (or ``--unfitted_model paper``: the paper's process).
     """
@@ -190,10 +201,15 @@ def resolve_settings(args: argparse.Namespace, argv: Sequence[str], records: Mod
         kind, model_flags = claimed.name, {}
         fwhm = resolve.take("gaussian_fwhm_mm", ("the Gaussian fit file", stored.get("gaussian_fwhm_mm")))
     else:
-        kind_flags = {flag: resolve.take(flag, ("the model file's training flags", stored.get(flag)),
-                                         ("model card", _card(records, "configuration", flag)))
-                      for flag in KIND_FLAGS}
-        kind, fwhm = get_model_kind(kind_flags["model_kind"]).name, 0.0
+        def recorded(flag: str, predating: Any = None) -> Any:
+            return resolve.take(flag, ("the model file's training flags", stored.get(flag)),
+                                ("model card", _card(records, "configuration", flag)),
+                                ("the model file's training flags, which predate it", predating))
+
+        kind = get_model_kind(recorded("model_kind")).name
+        predating = _predating_values(records, get_model_kind(kind))
+        kind_flags = {"model_kind": kind} | {flag: recorded(flag, predating.get(flag)) for flag in KIND_FLAGS[1:]}
+        fwhm = 0.0
         model_flags = {name: getattr(args, name) for name in model_flag_names} | kind_flags
     model_kind = get_model_kind(kind)
     if model_kind.needs_model_file and not (args.model_path or claimed):
@@ -207,6 +223,10 @@ def resolve_settings(args: argparse.Namespace, argv: Sequence[str], records: Mod
                                     ("model card", _card(records, "model_voxel_size_mm"))))
     suv_max = float(resolve.take("suv_max", ("model card", _card(records, "intensity", "suv_max"))))
     check_suv_max(suv_max)
+    # A model that records no data scale (the paper's, those trained before --data_scale) divides by its clip.
+    data_scale = check_data_scale(resolve.take(
+        "data_scale", ("the model file's training flags", stored.get("data_scale")),
+        ("model card", _card(records, "intensity", "data_scale")), ("--suv_max", suv_max)) or suv_max)
     sampler, respacing = choose_sampler(args, argv)
     start = read_start_timestep(args.start_timestep)
     scale = resolve.take("warm_start_scale", ("model card", _card(records, "warm_start_scale", "value"))) or None
@@ -221,10 +241,13 @@ def resolve_settings(args: argparse.Namespace, argv: Sequence[str], records: Mod
                      "--pairs DIR for the faster warm start")
     if model_flags:
         model_flags["timestep_respacing"] = respacing
+    # Estimates are clipped where the data are: at --suv_max, in model units.
     sampling = SamplingOptions(sampler=sampler, eta=args.ddim_eta, clip_denoised=args.clip_denoised,
+                               clip_max=max(1.0, suv_max / data_scale),
                                batch_size=args.batch_size, seed=args.seed, num_ensemble=args.num_ensemble,
                                warm_start=start == AUTO or start > 0)
     return RunSettings(
         flags=MappingProxyType(dict(vars(args))), model_path=args.model_path, kind=kind, model_flags=model_flags,
         sampling=sampling, start_timestep=start, warm_start_scale=scale, gaussian_fwhm_mm=float(fwhm),
-        model_voxel_size=voxel_size, suv_max=suv_max, sources=resolve.sources, notes=tuple(notes))
+        model_voxel_size=voxel_size, suv_max=suv_max, data_scale=data_scale, sources=resolve.sources,
+        notes=tuple(notes))

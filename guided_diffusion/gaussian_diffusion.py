@@ -449,6 +449,22 @@ class GaussianDiffusion:
         # At the first step the bound is the decoder's negative log-likelihood.
         return {"output": torch.where(t == 0, decoder_nll, kl), "pred_xstart": out["pred_xstart"]}
 
+    def min_snr_weights(self, t: torch.Tensor, gamma: float) -> torch.Tensor:
+        """Min-SNR-gamma loss weights (Hang et al., ICCV 2023) of step indices ``t`` (N,): (N,) float32.
+
+        With ``SNR(t) = alpha_bar_t / (1 - alpha_bar_t)``, the weight of the MSE of an
+        epsilon prediction is ``min(SNR, gamma) / SNR`` and of an x_0 prediction
+        ``min(SNR, gamma)``: either way the x_0 error is weighted by ``min(SNR, gamma)``.
+        """
+        snr = self.alphas_cumprod / (1.0 - self.alphas_cumprod)
+        if self.model_mean_type == ModelMeanType.EPSILON:
+            weights = np.minimum(snr, gamma) / snr
+        elif self.model_mean_type == ModelMeanType.START_X:
+            weights = np.minimum(snr, gamma)
+        else:
+            raise ValueError("Min-SNR weighting needs a model that predicts the noise or x_0")
+        return extract(weights, t, t.shape)
+
     def training_losses(
         self,
         model: Callable,
@@ -456,12 +472,18 @@ class GaussianDiffusion:
         t: torch.Tensor,
         model_kwargs: dict | None = None,
         noise: torch.Tensor | None = None,
+        snr_gamma: float = 0.0,
     ) -> dict[str, torch.Tensor]:
         """Per-sample training losses for x_start (N, C, ...) at step indices t (N,).
 
-        Returns a dict of (N,) tensors: 'loss' (what to minimise), and 'mse' and
-        'vb' where they apply.
+        ``snr_gamma`` > 0 weights the MSE term by :meth:`min_snr_weights` (the
+        variational bound of a learned variance keeps its weight); 0 leaves it as it is.
+
+        Returns a dict of (N,) tensors: 'loss' (what to minimise), and 'mse'
+        (unweighted) and 'vb' where they apply.
         """
+        if snr_gamma and self.loss_type.is_vb():
+            raise ValueError("Min-SNR weighting weights the MSE loss; this process trains the variational bound only")
         model_kwargs = model_kwargs or {}
         if noise is None:
             noise = torch.randn_like(x_start)
@@ -493,7 +515,8 @@ class GaussianDiffusion:
             ModelMeanType.EPSILON: lambda: noise,
         }[self.model_mean_type]()
         terms["mse"] = mean_flat((target - model_output) ** 2)
-        terms["loss"] = terms["mse"] + terms.get("vb", 0.0)
+        mse = terms["mse"] * self.min_snr_weights(t, snr_gamma) if snr_gamma else terms["mse"]
+        terms["loss"] = mse + terms.get("vb", 0.0)
         return terms
 
 

@@ -11,12 +11,14 @@ Fields (JSON; a value that is not known is ``null``):
 * ``format``: :data:`CARD_FORMAT`.
 * ``model_kind``: ``"diffusion"``, ``"regression"`` or ``"gan"`` (the flag ``--model_kind``).
 * ``configuration``: the model and diffusion flags as the checkpoint stores them
-  (``sr_create_model_and_diffusion`` takes them, with ``model_voxel_size`` and
-  ``suv_max`` beside them); ``null`` for a plain state_dict that stores none.
+  (``sr_create_model_and_diffusion`` takes them, with ``model_voxel_size``,
+  ``suv_max`` and ``data_scale`` beside them); ``null`` for a plain state_dict that stores none.
 * ``model_voxel_size_mm``: the isotropic voxel size (mm) of the grid the network
   was trained on; inputs are resampled to it.
-* ``intensity``: ``{"suv_max", "model_value"}``: the network sees
-  ``clip(SUV, 0, suv_max) / suv_max`` (:mod:`guided_diffusion.pet.intensity`).
+* ``intensity``: ``{"suv_max", "data_scale", "model_value"}``: the network sees
+  ``clip(SUV, 0, suv_max) / data_scale`` (:mod:`guided_diffusion.pet.intensity`); the
+  data scale is the configuration's ``data_scale``, or ``suv_max`` where it records
+  none (models trained before ``--data_scale``, which divided by their clip).
 * ``training_data``: ``{"folder", "num_pairs", "generator", "scanner", "tracer",
   "doses", "seeds", "num_subjects"}``: the data folder and number of (low, full)
   pairs, and where the pairs' metadata say so (``make_phantoms.py``'s
@@ -68,7 +70,7 @@ WEIGHT_KINDS = ("ema", "model", "checkpoint")
 UPDATABLE_SECTIONS = ("model_kind", "configuration", "model_voxel_size_mm", "intensity", "training_data", "training",
                       "warm_start_scale", "uncertainty_calibration", "validation", "notes")
 #: How the network's input follows from SUV (see guided_diffusion/pet/intensity.py).
-MODEL_VALUE = "clip(SUV, 0, suv_max) / suv_max"
+MODEL_VALUE = "clip(SUV, 0, suv_max) / data_scale"
 
 
 def card_path(checkpoint: str | os.PathLike) -> str | Path:
@@ -140,7 +142,8 @@ def make_card(
         "model_kind": (configuration or {}).get("model_kind", "diffusion"),
         "configuration": configuration,
         "model_voxel_size_mm": model_voxel_size_mm,
-        "intensity": {"suv_max": suv_max, "model_value": MODEL_VALUE},
+        "intensity": {"suv_max": suv_max, "data_scale": (configuration or {}).get("data_scale", suv_max),
+                      "model_value": MODEL_VALUE},
         "training_data": training_data,
         "training": training,
         "warm_start_scale": warm_start_scale,

@@ -61,7 +61,9 @@ class SamplingOptions:
             (DPM-Solver++(2M), deterministic); each runs over the steps the (respaced)
             process keeps.
         eta: DDIM noise level (0 = deterministic).
-        clip_denoised: clip each x_0 prediction to [-1, 1].
+        clip_denoised: clip each x_0 prediction to [-1, ``clip_max``].
+        clip_max: the model value of the intensity clip, ``--suv_max`` / data scale (1 when the data scale is
+            the clip, the paper's mapping), so that clipping never caps what the data can hold.
         batch_size: patches per network call.
         seed: base seed of all noise.
         num_ensemble: samples per volume (K); K > 1 gives a voxel-wise standard deviation.
@@ -73,6 +75,7 @@ class SamplingOptions:
     sampler: str = "ddim"
     eta: float = 0.0
     clip_denoised: bool = True
+    clip_max: float = 1.0
     batch_size: int = 4
     seed: int = 0
     num_ensemble: int = 1

@@ -1,4 +1,10 @@
-"""Timestep samplers for training: which diffusion steps each batch element is trained on."""
+"""Timestep samplers for training: which diffusion steps each batch element is trained on.
+
+By default every step of the process is trained on. A model that always runs
+from a warm start (a low dose diffused to a step ``T0``) never meets the steps
+above ``T0``: ``max_timestep`` T > 0 trains on steps ``t <= T`` only
+(``--max_train_timestep``), with the same importance weighting over that range.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +14,35 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from .errors import UserError
 from .gaussian_diffusion import GaussianDiffusion
 
 
-def create_named_schedule_sampler(name: str, diffusion: GaussianDiffusion) -> ScheduleSampler:
-    """``"uniform"`` or ``"loss-second-moment"``."""
+def create_named_schedule_sampler(name: str, diffusion: GaussianDiffusion, max_timestep: int = 0) -> ScheduleSampler:
+    """``"uniform"`` or ``"loss-second-moment"``, over the steps ``t <= max_timestep`` (0: every step)."""
     if name == "uniform":
-        return UniformSampler(diffusion)
+        return UniformSampler(diffusion, max_timestep=max_timestep)
     if name == "loss-second-moment":
-        return LossSecondMomentResampler(diffusion)
+        return LossSecondMomentResampler(diffusion, max_timestep=max_timestep)
     raise ValueError(f"unknown schedule sampler {name!r}; use 'uniform' or 'loss-second-moment'")
+
+
+def check_max_train_timestep(max_timestep: int, diffusion_steps: int) -> int:
+    """``max_timestep`` when it is 0 (every step) or a step in [1, ``diffusion_steps``); else UserError naming
+    --max_train_timestep."""
+    if max_timestep != 0 and not 1 <= max_timestep < diffusion_steps:
+        raise UserError(f"--max_train_timestep {max_timestep} must be a step in [1, {diffusion_steps}) of the "
+                        f"--diffusion_steps {diffusion_steps} process (0: train on every step)")
+    return max_timestep
+
+
+def trained_steps(diffusion: GaussianDiffusion, max_timestep: int = 0) -> int:
+    """How many of the process's step indices are trained on: those whose original step is ``<= max_timestep``
+    (the first ones, as a respaced process keeps its steps in order); all of them for 0."""
+    if not max_timestep:
+        return diffusion.num_timesteps
+    check_max_train_timestep(max_timestep, diffusion.original_num_steps)
+    return int(np.searchsorted(diffusion.timestep_map, max_timestep, side="right"))
 
 
 class ScheduleSampler(ABC):
@@ -25,7 +50,8 @@ class ScheduleSampler(ABC):
 
     @abstractmethod
     def weights(self) -> np.ndarray:
-        """Unnormalised positive weights, one per diffusion step (float64, length T)."""
+        """Unnormalised positive weights, one per trained step index 0, 1, ... (float64; length T, or fewer
+        with ``max_timestep``)."""
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """What a checkpoint must keep to resume the sampler (tensors only; empty when stateless)."""
@@ -50,10 +76,10 @@ class ScheduleSampler(ABC):
 
 
 class UniformSampler(ScheduleSampler):
-    """Every step equally likely."""
+    """Every trained step equally likely."""
 
-    def __init__(self, diffusion: GaussianDiffusion):
-        self._weights = np.ones(diffusion.num_timesteps, dtype=np.float64)
+    def __init__(self, diffusion: GaussianDiffusion, *, max_timestep: int = 0):
+        self._weights = np.ones(trained_steps(diffusion, max_timestep), dtype=np.float64)
 
     def weights(self) -> np.ndarray:
         return self._weights
@@ -81,15 +107,17 @@ class LossAwareSampler(ScheduleSampler):
 class LossSecondMomentResampler(LossAwareSampler):
     """Sample steps in proportion to the root mean square of their recent losses.
 
-    Uniform until every step has ``history_per_term`` losses recorded; a
+    Uniform until every trained step has ``history_per_term`` losses recorded; a
     ``uniform_prob`` share of probability always stays uniform.
     """
 
-    def __init__(self, diffusion: GaussianDiffusion, history_per_term: int = 10, uniform_prob: float = 0.001):
+    def __init__(self, diffusion: GaussianDiffusion, history_per_term: int = 10, uniform_prob: float = 0.001, *,
+                 max_timestep: int = 0):
         self.history_per_term = history_per_term
         self.uniform_prob = uniform_prob
-        self._history = np.zeros((diffusion.num_timesteps, history_per_term), dtype=np.float64)
-        self._counts = np.zeros(diffusion.num_timesteps, dtype=np.int64)
+        steps = trained_steps(diffusion, max_timestep)
+        self._history = np.zeros((steps, history_per_term), dtype=np.float64)
+        self._counts = np.zeros(steps, dtype=np.int64)
 
     def weights(self) -> np.ndarray:
         if not (self._counts == self.history_per_term).all():
@@ -102,6 +130,10 @@ class LossSecondMomentResampler(LossAwareSampler):
         return {"history": torch.from_numpy(self._history.copy()), "counts": torch.from_numpy(self._counts.copy())}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore the loss history; one kept for another range of steps (another ``max_timestep``) is not
+        restored, so the weights start uniform again."""
+        if tuple(state["history"].shape) != self._history.shape:
+            return
         self._history = state["history"].numpy().astype(np.float64)
         self._counts = state["counts"].numpy().astype(np.int64)
 

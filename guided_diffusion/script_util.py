@@ -24,7 +24,7 @@ from .networks import (
     parse_attention_resolutions,
     parse_channel_mult,
 )
-from .regression import REGRESSION_LOSSES
+from .regression import DEFAULT_ONE_PASS_OUTPUT, REGRESSION_LOSSES
 from .unet import UNetModel
 
 __all__ = [
@@ -37,7 +37,8 @@ __all__ = [
 
 def sr_model_and_diffusion_defaults() -> dict:
     """Defaults of every model and diffusion flag of the paper's scripts (plus ``channel_mult``, ``dims``,
-    ``model_kind``, ``regression_loss`` and the GAN baseline's ``adv_weight`` and ``disc_channels``)."""
+    ``model_kind``, ``regression_loss``, ``one_pass_output`` and the GAN baseline's ``adv_weight`` and
+    ``disc_channels``)."""
     return dict(
         large_size=256,
         small_size=64,
@@ -57,6 +58,7 @@ def sr_model_and_diffusion_defaults() -> dict:
         use_fp16=False,
         model_kind="diffusion",
         regression_loss="l1",
+        one_pass_output=DEFAULT_ONE_PASS_OUTPUT,
         adv_weight=DEFAULT_ADV_WEIGHT,
         disc_channels=DEFAULT_DISC_CHANNELS,
         **diffusion_defaults(),
@@ -93,6 +95,7 @@ def sr_create_model_and_diffusion(
     regression_loss: str = "l1",
     adv_weight: float = DEFAULT_ADV_WEIGHT,
     disc_channels: int = DEFAULT_DISC_CHANNELS,
+    one_pass_output: str = DEFAULT_ONE_PASS_OUTPUT,
 ) -> tuple[UNetModel, Any]:
     """Build the conditional UNet and its diffusion process from the paper's flags.
 
@@ -101,7 +104,8 @@ def sr_create_model_and_diffusion(
     "diffusion" (the paper's), or the one-pass baselines "regression" (the same
     UNet with the low dose as its one input channel and one output channel,
     ``learn_sigma`` does not apply; its process a
-    :class:`~guided_diffusion.regression.RegressionProcess` of ``regression_loss``)
+    :class:`~guided_diffusion.regression.RegressionProcess` of ``regression_loss``, reading the network's
+    output as ``one_pass_output`` says: "residual" (a correction to the input), "gaussian" or "direct")
     and "gan" (that UNet, and an :class:`~guided_diffusion.adversarial.AdversarialProcess`
     holding a patch discriminator of ``disc_channels``, its term weighted by ``adv_weight``).
     """

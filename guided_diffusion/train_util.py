@@ -68,6 +68,9 @@ class TrainOptions:
     ``max_steps`` / ``lr_anneal_steps``: training stops at the smaller of the two
     that are set (> 0); with ``lr_anneal_steps`` the learning rate falls
     linearly to 0 at that step. ``keep_last`` 0 keeps every checkpoint.
+    ``max_train_timestep`` T > 0 trains on diffusion steps ``t <= T`` only (a model always run from a warm start
+    at or below T; see :mod:`~guided_diffusion.resample`); ``snr_gamma`` G > 0 weights the diffusion loss by
+    Min-SNR-gamma (see :meth:`~guided_diffusion.gaussian_diffusion.GaussianDiffusion.training_losses`).
     """
 
     result_folder: str = "results"
@@ -81,6 +84,8 @@ class TrainOptions:
     max_steps: int = 0
     lr_anneal_steps: int = 0
     schedule_sampler: str = "uniform"
+    max_train_timestep: int = 0
+    snr_gamma: float = 0.0
     log_interval: int = 10
     save_interval: int = 10000
     keep_last: int = 3
@@ -100,7 +105,8 @@ class TrainOptions:
             raise UserError(f"--microbatch must be -1 (off) or a positive number of crops, got {self.microbatch}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UserError(f"--lr must be positive and finite, got {self.lr}")
-        for flag, value in {"--weight_decay": self.weight_decay, "--grad_clip": self.grad_clip}.items():
+        for flag, value in {"--weight_decay": self.weight_decay, "--grad_clip": self.grad_clip,
+                            "--snr_gamma": self.snr_gamma}.items():
             if not (math.isfinite(value) and value >= 0):
                 raise UserError(f"{flag} must be 0 or a positive finite number, got {value}")
         if self.max_steps <= 0 and self.lr_anneal_steps <= 0:
@@ -209,10 +215,11 @@ class TrainLoop:
     def __init__(
         self, *, model: torch.nn.Module, diffusion: GaussianDiffusion | RegressionProcess,
         data: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]],
-        options: TrainOptions, flags: dict, evaluator: Evaluator | None = None,
+        options: TrainOptions, flags: dict, evaluator: Evaluator | None = None, predating_flags: dict | None = None,
     ):
         dist_util.agree(options.check)
         self.options, self.flags = options, dict(flags)
+        self.predating_flags = dict(predating_flags or {})
         self.diffusion, self.data, self.evaluator = diffusion, data, evaluator
         self.device = dist_util.dev()
         self.rank, self.world_size = dist_util.rank(), dist_util.world_size()
@@ -225,7 +232,10 @@ class TrainLoop:
             self.model.use_fp16 = False
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.sampler: ScheduleSampler = create_named_schedule_sampler(options.schedule_sampler, diffusion)
+        self.sampler: ScheduleSampler = create_named_schedule_sampler(options.schedule_sampler, diffusion,
+                                                                      options.max_train_timestep)
+        # Only a diffusion process weights its loss by SNR (the one-pass kinds refuse --snr_gamma).
+        self.loss_options = {"snr_gamma": options.snr_gamma} if options.snr_gamma else {}
         self.rates = parse_ema_rates(options.ema_rate)
         self.adversary = DiscriminatorTrainer(
             diffusion, self.device, options.lr, options.weight_decay, self._autocast, self.precision == "fp16",
@@ -292,7 +302,9 @@ class TrainLoop:
         return step
 
     def _check_flags(self, stored: dict, path: str | Path) -> None:
-        """Refuse to resume with other model/diffusion flags; a flag the checkpoint predates is not compared."""
+        """Refuse to resume with other model/diffusion flags. A flag the checkpoint predates is not compared,
+        unless ``predating_flags`` (the model kind's) says which value it was trained with."""
+        stored = {**self.predating_flags, **stored}
         differ = [f"--{k} {stored.get(k)!r} (now {v!r})" for k, v in self.flags.items()
                   if k not in RESUMABLE_FLAG_CHANGES and k in stored and stored[k] != v]
         if differ:
@@ -403,7 +415,7 @@ class TrainLoop:
             sync = contextlib.nullcontext() if last or self.ddp_model is self.model else self.ddp_model.no_sync()
             with sync:
                 losses = self.diffusion.training_losses(self._forward, full[part], t[part], noise=noise[part],
-                                                        model_kwargs={"low_res": low[part]})
+                                                        model_kwargs={"low_res": low[part]}, **self.loss_options)
                 # Each microbatch's share of the batch mean, so the summed gradient equals the full batch's.
                 loss = (losses["loss"] * weights[part]).sum() / batch
                 self.scaler.scale(loss).backward()

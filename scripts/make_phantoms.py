@@ -6,15 +6,23 @@ dose level (``guided_diffusion.pet.sim.simulation``), with the simulator's own
 settings or those of a ``--scanner`` preset. Files in ``--out_dir``, all in SUV:
 
 - ``subjectNNN_dose<label>.npz`` (npz/both): ``arr_0`` of shape ``(2, X, Y, Z)``
-  = (low dose, full dose), float32, and ``affine`` (4x4, RAS+ mm), one per dose < 1;
+  = (low dose, full dose), float32, ``lesions`` (X, Y, Z; 0 outside lesions, ``i`` in
+  lesion ``i``) and ``affine`` (4x4, RAS+ mm), one per dose < 1;
 - ``subjectNNN_full.nii.gz``, ``subjectNNN_dose<label>.nii.gz`` and ``pairs.csv``
-  (``low_dose,full_dose,dose_fraction,subject``, paths relative to the CSV) (nifti/both);
-- ``subjectNNN_truth.nii.gz``, ``_labels.nii.gz``, ``_lesions.nii.gz`` and one
+  (``low_dose,full_dose,dose_fraction,subject,clean,lesions``, paths relative to the CSV) (nifti/both);
+- ``subjectNNN_truth.nii.gz``, ``_labels.nii.gz``, ``_lesions.nii.gz``, ``_clean.nii.gz`` and one
   ``manifest.json`` (seeds, settings, scanner and tracer, organ names, lesions, liver CV per dose).
+
+``_clean`` is the noiseless reconstruction: the same phantom through the same
+projector, OSEM and post-filter without Poisson noise. Score simulated results
+against it (``scripts/evaluate.py --clean``): each low dose is a thinning of the
+full dose, so their noise is nested and the full dose penalises a perfect
+denoiser (README, "Nested noise"). It takes no random numbers: the other files
+of a seed are the same with or without it.
 
 Dose labels read ``1-20`` for 1/20. ``--crop_to_body`` crops every volume in-plane
 to the body (the affines keep world coordinates; the manifest records the offset).
-Example (one whole-body subject at 4 mm, all seven doses, about 25 s on 2 cores;
+Example (one whole-body subject at 4 mm, all seven doses, about 30 s on 2 cores;
 1.65 mm voxels take about 10 minutes and 8 GB)::
 
     python scripts/make_phantoms.py --out_dir data/phantoms --num_subjects 1
@@ -104,7 +112,7 @@ def subject_seed(seed: int, index: int) -> int:
 def output_names(index: int, doses: list[float], fmt: str) -> dict[str, str]:
     """File names of one subject, keyed by role (``truth``, ``full``, ``npz 1-20``, ``nifti 1-20`` ...)."""
     stem = f"subject{index:03d}"
-    names = {role: f"{stem}_{role}.nii.gz" for role in ("truth", "labels", "lesions")}
+    names = {role: f"{stem}_{role}.nii.gz" for role in ("truth", "labels", "lesions", "clean")}
     low = [d for d in doses if d < 1]
     if fmt in ("npz", "both"):
         names.update({f"npz {dose_label(d)}": f"{stem}_dose{dose_label(d)}.npz" for d in low})
@@ -146,15 +154,16 @@ def _save_nifti(path: Path, volume: np.ndarray, affine: np.ndarray, overwrite: b
     atomic_write(path, lambda tmp: nib.save(image, tmp), overwrite=overwrite)
 
 
-def _save_pair(path: Path, low: np.ndarray, full: np.ndarray, affine: np.ndarray, overwrite: bool) -> None:
+def _save_pair(path: Path, low: np.ndarray, full: np.ndarray, lesions: np.ndarray, affine: np.ndarray,
+               overwrite: bool) -> None:
     pair = np.stack([low, full]).astype(np.float32)
-    atomic_write(path, lambda tmp: np.savez(tmp, arr_0=pair, affine=affine), overwrite=overwrite)
+    atomic_write(path, lambda tmp: np.savez(tmp, arr_0=pair, lesions=lesions, affine=affine), overwrite=overwrite)
 
 
 def write_subject(out_dir: Path, index: int, subject: SimulatedSubject, doses: list[float], fmt: str,
                   overwrite: bool, crop_to_body: bool = False) -> tuple[dict, list[dict]]:
     """Write one subject's files (cropped in-plane to the body if asked); return its manifest entry and its
-    ``pairs.csv`` rows."""
+    ``pairs.csv`` rows. ``subject`` holds its clean reconstruction (``simulate_subject(..., clean=True)``)."""
     phantom = subject.phantom
     box = body_box(phantom.activity) if crop_to_body else (slice(0, None), slice(0, None))
     affine = cropped_affine(phantom.affine, box)
@@ -162,6 +171,7 @@ def write_subject(out_dir: Path, index: int, subject: SimulatedSubject, doses: l
     _save_nifti(out_dir / names["truth"], phantom.activity[box], affine, overwrite)
     _save_nifti(out_dir / names["labels"], phantom.labels[box], affine, overwrite)
     _save_nifti(out_dir / names["lesions"], phantom.lesion_mask[box], affine, overwrite)
+    _save_nifti(out_dir / names["clean"], subject.clean[box], affine, overwrite)
     full = subject.full_dose[box]
     if "full" in names:
         _save_nifti(out_dir / names["full"], full, affine, overwrite)
@@ -169,11 +179,12 @@ def write_subject(out_dir: Path, index: int, subject: SimulatedSubject, doses: l
     for d in (d for d in doses if d < 1):
         label = dose_label(d)
         if f"npz {label}" in names:
-            _save_pair(out_dir / names[f"npz {label}"], subject.reconstructions[d][box], full, affine, overwrite)
+            _save_pair(out_dir / names[f"npz {label}"], subject.reconstructions[d][box], full,
+                       phantom.lesion_mask[box], affine, overwrite)
         if f"nifti {label}" in names:
             _save_nifti(out_dir / names[f"nifti {label}"], subject.reconstructions[d][box], affine, overwrite)
             rows.append({"low_dose": names[f"nifti {label}"], "full_dose": names["full"], "dose_fraction": d,
-                         "subject": f"subject{index:03d}"})
+                         "subject": f"subject{index:03d}", "clean": names["clean"], "lesions": names["lesions"]})
     entry = {
         "subject": index,
         "seed": phantom.seed,
@@ -182,7 +193,8 @@ def write_subject(out_dir: Path, index: int, subject: SimulatedSubject, doses: l
         "crop_offset_voxels": [box[0].start, box[1].start, 0],
         "files": names,
         "simulation": subject.parameters,
-        "liver_cv": {dose_label(d): _liver_cv(v, subject) for d, v in subject.reconstructions.items()},
+        "liver_cv": {dose_label(d): _liver_cv(v, subject) for d, v in subject.reconstructions.items()}
+        | {"clean": _liver_cv(subject.clean, subject)},
         "lesions": [lesion._asdict() for lesion in phantom.lesions],
     }
     return entry, rows
@@ -198,8 +210,8 @@ def _liver_cv(volume: np.ndarray, subject: SimulatedSubject) -> float | None:
 
 def _pairs_csv(rows: list[dict]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["low_dose", "full_dose", "dose_fraction", "subject"],
-                            lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=["low_dose", "full_dose", "dose_fraction", "subject", "clean",
+                                                "lesions"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -233,6 +245,7 @@ def run(args: argparse.Namespace) -> None:
             axial_extent_mm=args.axial_extent_mm,
             scanner=args.scanner,
             tracer=args.tracer,
+            clean=True,
         )
         entry, rows = write_subject(out_dir, index, subject, doses, args.format, args.overwrite, args.crop_to_body)
         manifest["subjects"].append(entry)

@@ -117,6 +117,7 @@ def create_argparser() -> argparse.ArgumentParser:
         "seed": 0,
         "num_ensemble": 1,
         "suv_max": DEFAULT_SUV_MAX,
+        "data_scale": 0.0,
         "keep_saturated": True,
         "patch_axial": 96,
         "max_patch_inplane": 320,

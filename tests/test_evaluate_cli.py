@@ -118,6 +118,14 @@ def test_cases_csv_with_two_doses_and_grouping_columns(tmp_path):
     assert figures == ["lesion_suvmax_error_pct_vs_dose.png", "nrmse_vs_dose.png", "psnr_vs_dose.png",
                        "ssim_vs_dose.png"]
     assert all((out / "figures" / name).read_bytes()[:4] == b"\x89PNG" for name in figures)
+    # Evaluated again with --overwrite and without the Gaussian: its tables (and a figure no metric makes) go.
+    (out / "figures" / "old_metric_vs_dose.png").write_bytes(b"\x89PNG")
+    (tmp_path / "data" / "cases.csv").write_text("\n".join(line for line in lines if ",gauss," not in line) + "\n")
+    again = evaluate("--cases", "data/cases.csv", "--out_dir", "out", "--overwrite", "True", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert {r["method"] for r in read_csv(out / "metrics.csv")} == {"ddpm"}
+    assert sorted(p.name for p in (out / "cases").iterdir()) == [f"{stem}.csv" for stem in stems[:2]]
+    assert sorted(p.name for p in (out / "figures").iterdir()) == figures
 
 
 def load_script(monkeypatch):

@@ -132,7 +132,7 @@ def test_make_phantoms_writes_pairs(tmp_path):
     assert pair["affine"].shape == (4, 4)
     with open(out / "pairs.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["low_dose", "full_dose", "dose_fraction", "subject"]
+    assert list(rows[0]) == ["low_dose", "full_dose", "dose_fraction", "subject", "clean", "lesions"]
     assert len(rows) == 4 and {float(r["dose_fraction"]) for r in rows} == {0.25, 0.05}
     for row in rows:
         assert (out / row["low_dose"]).exists() and (out / row["full_dose"]).exists()

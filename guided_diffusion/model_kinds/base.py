@@ -119,6 +119,9 @@ class ModelKind:
     trainable: bool = True
     warm_starts: bool = False
     needs_model_file: bool = True
+    #: Flags added after models of this kind were first trained, with the value a model whose records (training
+    #: flags, card) lack the flag was trained with.
+    predating_flags: ClassVar[dict] = {}
     #: The flags of :func:`~guided_diffusion.networks.create_unet` the kind sets itself.
     network_flags: ClassVar[tuple[str, ...]] = UNET_FLAGS
 
@@ -147,9 +150,9 @@ class ModelKind:
             raise UserError(f"--model_kind {self.name}: not trained by scripts/train.py")
 
     def validation_predictor(self, process: Any, flags: dict, sampler: str, respacing: str,
-                             start_timestep: int) -> PatchPredictor:
+                             start_timestep: int, clip_max: float = 1.0) -> PatchPredictor:
         """The predictor training validation scores crops with (``--val_sampler``, ``--val_respacing``,
-        ``--val_start_timestep`` for a diffusion model)."""
+        ``--val_start_timestep`` for a diffusion model), clipping estimates to [-1, ``clip_max``]."""
         raise UserError(f"a {self.name} model is not validated during training")
 
     # -- denoising ------------------------------------------------------------
@@ -185,11 +188,13 @@ def load_network(kind: ModelKind, settings: Any, start_timestep: int = 0) -> tup
 
 
 def network_denoiser(network: InferenceNetwork, predictor: PatchPredictor, settings: Any) -> VolumeDenoiser:
-    """A run's :class:`VolumeDenoiser` for ``network`` and ``predictor`` with the run's patching and intensity."""
+    """A run's :class:`VolumeDenoiser` for ``network`` and ``predictor`` with the run's patching and intensity
+    (its clip ``suv_max`` and ``data_scale``)."""
     flags = settings.flags
     patching = PatchingOptions(patch_axial=flags["patch_axial"], max_patch_inplane=flags["max_patch_inplane"],
                                overlap=flags["patch_overlap"], blend=flags["blend"])
-    return VolumeDenoiser(network, predictor, settings.sampling, patching, settings.suv_max, flags["keep_saturated"])
+    return VolumeDenoiser(network, predictor, settings.sampling, patching, settings.suv_max, flags["keep_saturated"],
+                          data_scale=settings.data_scale)
 
 
 def network_record(network: InferenceNetwork, settings: Any) -> dict:

@@ -35,7 +35,7 @@ class ReverseProcess:
         process: the (respaced, possibly warm-start-truncated) diffusion process.
         sampler: a name of :data:`guided_diffusion.samplers.SAMPLERS`.
         eta: DDIM's noise level.
-        clip_denoised: clip each ``x_0`` prediction to [-1, 1].
+        clip_denoised: clip each ``x_0`` prediction to [-1, ``clip_max``].
         warm_start: start from the low dose diffused to the process's last step, not from the noise alone.
     """
 
@@ -44,6 +44,7 @@ class ReverseProcess:
     eta: float = 0.0
     clip_denoised: bool = True
     warm_start: bool = False
+    clip_max: float = 1.0
     uses_noise: ClassVar[bool] = True
 
     @property
@@ -54,8 +55,11 @@ class ReverseProcess:
                  generators: Sequence[torch.Generator] | None,
                  on_step: Callable[[int], None] = lambda n: None) -> torch.Tensor:
         start = self.process.warm_start(low, noise) if self.warm_start else noise
+        # The process clips to [-1, 1]; another bound is the estimate's own function.
+        clip_elsewhere = self.clip_denoised and self.clip_max != 1.0
         loop = self.process.sample_loop_progressive(
-            self.sampler, model, start.shape, noise=start, clip_denoised=self.clip_denoised,
+            self.sampler, model, start.shape, noise=start, clip_denoised=self.clip_denoised and not clip_elsewhere,
+            denoised_fn=partial(torch.clamp, min=-1.0, max=self.clip_max) if clip_elsewhere else None,
             model_kwargs={"low_res": low}, device=start.device, generator=generators, eta=self.eta)
         out = None
         with torch.inference_mode():
@@ -68,15 +72,15 @@ class WarmStartMethod(NetworkMethod):
     """A diffusion model's volumes, each sampled from the warm start its own measured noise calls for."""
 
     def __init__(self, denoiser: VolumeDenoiser, record: dict, what: str, details: list[str], model_flags: dict,
-                 predictor_at: Callable[[GaussianDiffusion], PatchPredictor], suv_max: float, scale: float):
+                 predictor_at: Callable[[GaussianDiffusion], PatchPredictor], data_scale: float, scale: float):
         super().__init__(denoiser, record, what, details)
         self.full_process = diffusion_from_flags(model_flags, timestep_respacing="")
-        self.model_flags, self.predictor_at, self.suv_max, self.scale = model_flags, predictor_at, suv_max, scale
+        self.model_flags, self.predictor_at, self.data_scale, self.scale = model_flags, predictor_at, data_scale, scale
 
     def denoise(self, suv: np.ndarray, spacing: np.ndarray, name: str, job_offset: int) -> tuple[VolumeResult | None,
                                                                                                      dict]:
         warm = dist_util.from_root(partial(warm_start_for_volume, suv, spacing, self.full_process.alphas_cumprod,
-                                           self.suv_max, self.scale))
+                                           self.data_scale, self.scale))
         process = diffusion_from_flags(self.model_flags, start_timestep=warm["start_timestep"])
         denoiser = self.denoiser.with_predictor(self.predictor_at(process))
         return denoiser.denoise(suv, name, job_offset), {"warm_start": warm}
@@ -95,12 +99,13 @@ class DiffusionKind(ModelKind):
         """Every training flag applies to a diffusion model."""
 
     def validation_predictor(self, process: Any, flags: dict, sampler: str, respacing: str,
-                             start_timestep: int) -> PatchPredictor:
+                             start_timestep: int, clip_max: float = 1.0) -> PatchPredictor:
         short = diffusion_from_flags(flags, timestep_respacing=respacing, start_timestep=start_timestep)
-        return ReverseProcess(short, sampler, warm_start=start_timestep > 0)
+        return ReverseProcess(short, sampler, warm_start=start_timestep > 0, clip_max=clip_max)
 
     def predictor(self, process: GaussianDiffusion, sampling: SamplingOptions) -> PatchPredictor:
-        return ReverseProcess(process, sampling.sampler, sampling.eta, sampling.clip_denoised, sampling.warm_start)
+        return ReverseProcess(process, sampling.sampler, sampling.eta, sampling.clip_denoised, sampling.warm_start,
+                              sampling.clip_max)
 
     def prepare(self, settings: Any) -> NetworkMethod:
         auto = settings.start_timestep == AUTO
@@ -115,5 +120,5 @@ class DiffusionKind(ModelKind):
         if not auto:
             return NetworkMethod(denoiser, record, what, details)
         return WarmStartMethod(denoiser, record, what, details, settings.model_flags,
-                               lambda truncated: self.predictor(truncated, sampling), settings.suv_max,
+                               lambda truncated: self.predictor(truncated, sampling), settings.data_scale,
                                settings.warm_start_scale)

@@ -1,7 +1,12 @@
 """The one intensity mapping between SUV and the model's input range.
 
 Training and denoising both call these functions, so the normalisation can
-never differ between the two (the paper clips at SUV 16 and divides by 16).
+never differ between the two. Two numbers define it: the clip ``suv_max``
+(``--suv_max``: SUV above it saturates) and the data scale ``data_scale``
+(``--data_scale``: the SUV mapped to model value 1), so the model value is
+``clip(SUV, 0, suv_max) / data_scale``. The paper clips at SUV 16 and divides
+by 16 (the data scale defaults to the clip: model values in [0, 1]); a smaller
+data scale spreads the body's low SUV over more of the model's range.
 All arrays are numpy; shapes are unchanged; outputs are float32.
 """
 
@@ -30,6 +35,15 @@ def check_suv_max(suv_max: float) -> float:
     return suv_max
 
 
+def check_data_scale(data_scale: float) -> float:
+    """``data_scale`` as a float; UserError naming --data_scale unless it is positive and finite."""
+    data_scale = float(data_scale)
+    if not (math.isfinite(data_scale) and data_scale > 0):
+        raise UserError(f"--data_scale must be a positive number of SUV (the SUV mapped to model value 1; "
+                        f"0 on the command line: --suv_max), got {data_scale}")
+    return data_scale
+
+
 def check_plausible_suv(suv: np.ndarray, source: str | Path) -> np.ndarray:
     """``suv`` unchanged when every voxel lies within ``±MAX_PLAUSIBLE_SUV``.
 
@@ -52,31 +66,33 @@ def check_plausible_suv(suv: np.ndarray, source: str | Path) -> np.ndarray:
     )
 
 
-def suv_to_model(suv: np.ndarray, suv_max: float = DEFAULT_SUV_MAX) -> np.ndarray:
-    """Map SUV to the model range [0, 1]: ``clip(suv, 0, suv_max) / suv_max``.
+def suv_to_model(suv: np.ndarray, suv_max: float = DEFAULT_SUV_MAX, data_scale: float | None = None) -> np.ndarray:
+    """Map SUV to the model's values: ``clip(suv, 0, suv_max) / data_scale``.
 
     Args:
         suv: array of any shape, in SUV.
-        suv_max: SUV mapped to 1; larger values saturate (see :func:`restore_saturated`).
+        suv_max: the clip; larger values saturate (see :func:`restore_saturated`).
+        data_scale: SUV mapped to 1; None: ``suv_max`` (the paper's mapping onto [0, 1]).
 
     Returns:
-        float32 array of the same shape, in [0, 1].
+        float32 array of the same shape, in [0, suv_max / data_scale].
     """
     suv_max = check_suv_max(suv_max)
-    return (np.clip(np.asarray(suv, dtype=np.float32), 0.0, suv_max) / np.float32(suv_max)).astype(np.float32)
+    scale = suv_max if data_scale is None else check_data_scale(data_scale)
+    return (np.clip(np.asarray(suv, dtype=np.float32), 0.0, suv_max) / np.float32(scale)).astype(np.float32)
 
 
-def model_to_suv(x: np.ndarray, suv_max: float = DEFAULT_SUV_MAX) -> np.ndarray:
-    """Map model output back to SUV: ``max(x, 0) * suv_max``.
+def model_to_suv(x: np.ndarray, data_scale: float = DEFAULT_SUV_MAX) -> np.ndarray:
+    """Map model output back to SUV: ``max(x, 0) * data_scale`` (the inverse of :func:`suv_to_model` below the clip).
 
     Negative outputs are set to 0 because activity cannot be negative; values
-    above 1 are kept (the sampler may overshoot slightly and that is still SUV).
+    above the clip are kept (the sampler may overshoot slightly and that is still SUV).
 
     Returns:
         float32 array of the same shape as ``x``, in SUV.
     """
-    suv_max = check_suv_max(suv_max)
-    return (np.maximum(np.asarray(x, dtype=np.float32), 0.0) * np.float32(suv_max)).astype(np.float32)
+    data_scale = check_data_scale(data_scale)
+    return (np.maximum(np.asarray(x, dtype=np.float32), 0.0) * np.float32(data_scale)).astype(np.float32)
 
 
 def restore_saturated(denoised_suv: np.ndarray, input_suv: np.ndarray, suv_max: float = DEFAULT_SUV_MAX) -> np.ndarray:

@@ -2,12 +2,15 @@
 
 :func:`prepare_reference` builds a :class:`CaseReference`; the metrics of
 :mod:`.registry` score each result against it (:func:`.case_scores.score_result`).
+:func:`with_reference` scores the same regions against another volume of the
+case (the noiseless reconstruction of a simulated subject).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -97,3 +100,21 @@ def prepare_reference(reference: np.ndarray, voxel_size: Sequence[float], labels
     if liver is not None:
         case.liver_cv_reference = liver_cv(reference, liver, lesions, voxel_size, liver_margin_mm)
     return case
+
+
+def with_reference(case: CaseReference, reference: np.ndarray) -> CaseReference:
+    """``case`` with another (X, Y, Z) SUV reference on its grid, e.g. the noiseless reconstruction.
+
+    The masks, regions and lesion shells stay those of ``case`` (made from its
+    labels, or its reference's threshold), so the region rows of both references
+    match one to one; the reference's own values (its liver CV) are recomputed.
+
+    Raises:
+        ValueError: ``reference`` is not on ``case``'s shape.
+    """
+    reference = np.asarray(reference, dtype=np.float32)
+    if reference.shape != case.reference.shape:
+        raise ValueError(f"shapes differ: {reference.shape} vs the full dose's {case.reference.shape}")
+    cv = math.nan if case.liver is None else liver_cv(reference, case.liver, case.lesions, case.voxel_size,
+                                                      case.liver_margin_mm)
+    return replace(case, reference=reference, liver_cv_reference=cv)

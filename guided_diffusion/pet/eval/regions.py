@@ -162,6 +162,8 @@ REGION_KEYS = ("region", "kind", "label", "voxels", "volume_ml")
 #: The columns of :func:`suv_statistics`, in order (``tla_*`` for lesions only).
 SUV_COLUMNS = tuple(f"{quantity}_{of}" for quantity in ("suvmean", "suvmax", "tla")
                     for of in ("result", "reference", "error_pct"))
+#: The columns of :data:`SUV_COLUMNS` that describe the result alone (the same whatever the reference).
+SUV_RESULT_COLUMNS = tuple(column for column in SUV_COLUMNS if column.endswith("_result"))
 
 
 def organ_map(labels: np.ndarray, lesions: np.ndarray | None = None) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Evaluation reports: CSV tables and the Markdown summary (mean ± SD per method and per group).
+"""Evaluation reports: CSV tables and the Markdown summary (mean ± SD per method and per group, per reference).
 
 Rows are dicts of column -> value; numbers are written with 6 significant
 digits, NaN (undefined, e.g. no liver) as an empty cell, infinity as ``inf``.
@@ -99,9 +99,28 @@ def summary_markdown(rows: Sequence[Mapping], group_keys: Sequence[str], metrics
         metrics: candidate metric columns, in order.
         notes: lines added under the title (definitions, counts).
     """
-    shown = [m for m in metrics if any(not math.isnan(numeric(row.get(m))) for row in rows)]
-    parts = ["# Evaluation summary\n", *(f"{note}\n" for note in notes if note),
-             "## Per method\n", markdown_table(rows, ["method"], shown)]
-    if group_keys:
-        parts += [f"## Per method x {' x '.join(group_keys)}\n", markdown_table(rows, ["method", *group_keys], shown)]
+    return _summary(rows, group_keys, {"": metrics}, notes)
+
+
+def summary_by_reference(rows: Sequence[Mapping], group_keys: Sequence[str],
+                         sections: Mapping[str, Sequence[str]], notes: Sequence[str] = ()) -> str:
+    """:func:`summary_markdown` with the tables of each reference under its own headings.
+
+    Args:
+        sections: the title of each reference (e.g. "the noiseless reconstruction") -> its metric columns,
+            in the order to show (the one to read first first). Headings read "Against <title>: per method".
+    """
+    return _summary(rows, group_keys, sections, notes)
+
+
+def _summary(rows: Sequence[Mapping], group_keys: Sequence[str], sections: Mapping[str, Sequence[str]],
+             notes: Sequence[str]) -> str:
+    parts = ["# Evaluation summary\n", *(f"{note}\n" for note in notes if note)]
+    for title, metrics in sections.items():
+        shown = [m for m in metrics if any(not math.isnan(numeric(row.get(m))) for row in rows)]
+        against = f"Against {title}: per method" if title else "Per method"
+        parts += [f"## {against}\n", markdown_table(rows, ["method"], shown)]
+        if group_keys:
+            parts += [f"## {against} x {' x '.join(group_keys)}\n",
+                      markdown_table(rows, ["method", *group_keys], shown)]
     return "\n".join(parts)

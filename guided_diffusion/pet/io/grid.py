@@ -101,6 +101,16 @@ class GridMapping:
         canonical = self.reorientation.to_canonical(np.asarray(array))
         return _resample(canonical, self.scale, self.model_shape)
 
+    def labels_to_model(self, labels: np.ndarray) -> np.ndarray:
+        """An input-grid label map (``input_shape``, integers) on the model grid by nearest neighbour: each model
+        voxel takes the label of the input voxel its centre falls in; same dtype (``model_shape``)."""
+        canonical = self.reorientation.to_canonical(np.asarray(labels))
+        if not self.resamples:
+            return canonical
+        index_map = _index_map(self.scale, canonical.shape, self.model_shape)
+        return affine_transform(canonical, np.diag(index_map)[:3], offset=index_map[:3, 3],
+                                output_shape=self.model_shape, order=0, mode="nearest")
+
     def to_input(self, array: np.ndarray) -> np.ndarray:
         """A model-grid ``array`` (``model_shape``) back on the input's exact grid: float32 (``input_shape``)."""
         array = np.asarray(array)

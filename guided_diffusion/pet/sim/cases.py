@@ -22,6 +22,7 @@ class EvaluationCase:
         low, full, truth: SUV volumes (float32).
         labels: organ labels (0 = air); lesions: lesion index per voxel (0 = none).
         affine: voxel-to-world (mm) of the cropped grid; voxel_size: (x, y, z) in mm.
+        clean: the noiseless reconstruction (SUV, float32), or None when not simulated.
     """
 
     seed: int
@@ -33,6 +34,7 @@ class EvaluationCase:
     lesions: np.ndarray
     affine: np.ndarray
     voxel_size: tuple[float, float, float]
+    clean: np.ndarray | None = None
 
 
 def body_box(truth: np.ndarray, margin: int = BODY_MARGIN) -> tuple[slice, slice]:
@@ -52,21 +54,22 @@ def cropped_affine(affine: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
 
 def simulated_case(seed: int, dose: float, voxel_size: float | None = 4.0, axial_extent_mm: float | None = None,
                    scanner: str | ScannerPreset | None = None, tracer: str | TracerPreset = "fdg",
-                   **simulation) -> EvaluationCase:
+                   clean: bool = False, **simulation) -> EvaluationCase:
     """Simulate subject ``seed`` at full dose and ``dose``, cropped in-plane to the body.
 
     ``scanner`` and ``tracer`` name presets (see ``scanners.py`` and ``tracers.py``);
-    ``voxel_size=None`` takes the scanner's. Extra keyword arguments go to
-    :func:`~guided_diffusion.pet.sim.simulation.simulate_subject`.
+    ``voxel_size=None`` takes the scanner's; ``clean`` adds the noiseless reconstruction.
+    Extra keyword arguments go to :func:`~guided_diffusion.pet.sim.simulation.simulate_subject`.
     """
     subject = simulate_subject(seed, voxel_size=voxel_size, dose_fractions=(1.0, dose),
-                               axial_extent_mm=axial_extent_mm, scanner=scanner, tracer=tracer, **simulation)
+                               axial_extent_mm=axial_extent_mm, scanner=scanner, tracer=tracer, clean=clean,
+                               **simulation)
     voxel_size = subject.phantom.voxel_size
     box = body_box(subject.truth)
     affine = cropped_affine(subject.phantom.affine, box)
     return EvaluationCase(
         seed=seed, dose=dose, low=subject.reconstructions[dose][box], full=subject.full_dose[box],
         truth=subject.truth[box], labels=subject.labels[box], lesions=subject.lesion_mask[box], affine=affine,
-        voxel_size=(float(voxel_size),) * 3,
+        voxel_size=(float(voxel_size),) * 3, clean=None if subject.clean is None else subject.clean[box],
     )
 

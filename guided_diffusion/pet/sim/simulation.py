@@ -20,7 +20,12 @@ slice (2D data after single-slice rebinning):
    same mean at every dose.
 
 The full-dose target is the reconstruction of ``y_1``, as in real studies; the
-noiseless phantom is kept as the truth.
+noiseless phantom is kept as the truth. The *clean* reconstruction
+(:func:`reconstruct_noiseless`) puts the expected prompts ``k (t + s + r)``
+through step 6 without noise: the image a perfect denoiser would return.
+Because ``y_d`` is a thinning of ``y_1``, the low dose's noise is part of the
+full dose's, and scored against the full dose even the clean image loses at
+high dose (README, "Nested noise"); score simulated results against it.
 """
 
 from __future__ import annotations
@@ -78,11 +83,14 @@ class SimulatedSubject:
         phantom: the truth (activity in SUV), ``mu``, labels and lesions.
         reconstructions: dose fraction -> float32 ``(X, Y, Z)`` SUV volume; holds 1.0.
         parameters: every setting and derived quantity (count scale, trues, sinogram size ...).
+        clean: the noiseless reconstruction (:func:`reconstruct_noiseless`), float32 ``(X, Y, Z)`` SUV, or
+            None when not asked for.
     """
 
     phantom: Phantom
     reconstructions: dict[float, np.ndarray]
     parameters: dict = field(default_factory=dict)
+    clean: np.ndarray | None = None
 
     @property
     def truth(self) -> np.ndarray:
@@ -119,6 +127,7 @@ def simulate_subject(
     randoms_fraction: float = DEFAULT_RANDOMS_FRACTION,
     scanner: str | ScannerPreset | None = None,
     tracer: str | TracerPreset = "fdg",
+    clean: bool = False,
 ) -> SimulatedSubject:
     """Draw a phantom from ``seed`` and simulate and reconstruct it at each dose.
 
@@ -141,6 +150,8 @@ def simulate_subject(
         counts: full-dose trues; ``None`` gives ``DEFAULT_TRUES_PER_MM`` per mm of
             axial extent times the scanner's sensitivity and the tracer's
             counts factor. A number given here is used as it is.
+        clean: also reconstruct the noiseless data (:func:`reconstruct_noiseless`, one more
+            reconstruction); the noisy ones stay as they are.
 
     Raises:
         UserError: an unknown scanner or tracer (naming the choices), or a bad setting.
@@ -167,20 +178,18 @@ def simulate_subject(
     if counts is None:
         counts = DEFAULT_TRUES_PER_MM * nz * voxel_size * settings.sensitivity * tracer_preset.counts_factor
     noise_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
-    reconstructions, parameters = simulate_doses(
-        phantom.activity,
-        phantom.mu,
-        voxel_size,
-        noise_rng,
-        dose_fractions=dose_fractions,
-        counts=counts,
-        iterations=iterations,
-        subsets=subsets,
-        fwhm_mm=fwhm_mm,
-        resolution_fwhm_mm=math.hypot(resolution_fwhm_mm, tracer_preset.positron_range_fwhm_mm),
-        scatter_fraction=scatter_fraction,
-        randoms_fraction=randoms_fraction,
-    )
+    acquisition = {
+        "counts": counts,
+        "iterations": iterations,
+        "subsets": subsets,
+        "fwhm_mm": fwhm_mm,
+        "resolution_fwhm_mm": math.hypot(resolution_fwhm_mm, tracer_preset.positron_range_fwhm_mm),
+        "scatter_fraction": scatter_fraction,
+        "randoms_fraction": randoms_fraction,
+    }
+    reconstructions, parameters = simulate_doses(phantom.activity, phantom.mu, voxel_size, noise_rng,
+                                                 dose_fractions=dose_fractions, **acquisition)
+    noiseless = reconstruct_noiseless(phantom.activity, phantom.mu, voxel_size, **acquisition) if clean else None
     parameters = {
         "seed": int(seed),
         "voxel_size_mm": float(voxel_size),
@@ -191,7 +200,7 @@ def simulate_subject(
         "positron_range_fwhm_mm": tracer_preset.positron_range_fwhm_mm,
         **parameters,
     }
-    return SimulatedSubject(phantom, reconstructions, parameters)
+    return SimulatedSubject(phantom, reconstructions, parameters, noiseless)
 
 
 def simulate_doses(
@@ -228,12 +237,100 @@ def simulate_doses(
         ``(reconstructions, parameters)``: dose -> float32 ``(X, Y, Z)`` SUV, and the
         settings with derived values (``count_scale`` in counts per SUV mm, sinogram size).
     """
+    doses = sorted({1.0, *(float(d) for d in dose_fractions)}, reverse=True)
+    if not all(0 < d <= 1 for d in doses):
+        raise UserError(f"dose fractions must lie in (0, 1], got {list(dose_fractions)}")
+    data = _expected_data(activity, mu, voxel_size, counts, iterations, subsets, fwhm_mm, resolution_fwhm_mm,
+                          scatter_fraction, randoms_fraction)
+    # int32 holds any per-bin count and halves the memory of the prompts of all doses.
+    full = rng.poisson(data.scale * (data.trues + data.background)).astype(np.int32)
+    prompts = {d: full if d == 1.0 else rng.binomial(full, d).astype(np.int32) for d in doses}
+    reconstructions = _reconstruct(data, prompts, iterations, subsets, fwhm_mm)
+    parameters = {
+        "dose_fractions": list(doses),
+        "counts": data.counts,
+        "count_scale": data.scale,
+        "iterations": int(iterations),
+        "subsets": int(subsets),
+        "fwhm_mm": float(fwhm_mm),
+        "resolution_fwhm_mm": float(resolution_fwhm_mm),
+        "scatter_fraction": float(scatter_fraction),
+        "randoms_fraction": float(randoms_fraction),
+        "scatter_fwhm_mm": SCATTER_FWHM_MM,
+        "n_angles": data.projector.n_angles,
+        "n_bins": data.projector.n_bins,
+        "matrix_size": list(data.activity_shape),
+    }
+    return reconstructions, parameters
+
+
+def reconstruct_noiseless(
+    activity: np.ndarray,
+    mu: np.ndarray,
+    voxel_size: float,
+    counts: float | None = None,
+    iterations: int = DEFAULT_ITERATIONS,
+    subsets: int = DEFAULT_SUBSETS,
+    fwhm_mm: float = DEFAULT_FWHM_MM,
+    resolution_fwhm_mm: float = DEFAULT_RESOLUTION_FWHM_MM,
+    scatter_fraction: float = DEFAULT_SCATTER_FRACTION,
+    randoms_fraction: float = DEFAULT_RANDOMS_FRACTION,
+) -> np.ndarray:
+    """The noiseless reconstruction of ``activity``: :func:`simulate_doses`'s pipeline without Poisson noise.
+
+    The expected full-dose prompts (trues, scatter and randoms, not drawn)
+    go through the same projector, OSEM and post-filter as every dose. OSEM
+    is equivariant to a common scale of data and background, so this is the
+    limit of infinite counts and ``counts`` hardly matters (float rounding).
+    It is the reference a perfect denoiser would reach: the low doses' noise
+    is nested in the full dose's (binomial thinning), so scored against the
+    full dose even this image loses at high dose. It draws no random numbers.
+
+    Args:
+        the settings of :func:`simulate_doses`, the same values to match its reconstructions.
+
+    Returns:
+        float32 ``(X, Y, Z)`` SUV.
+    """
+    data = _expected_data(activity, mu, voxel_size, counts, iterations, subsets, fwhm_mm, resolution_fwhm_mm,
+                          scatter_fraction, randoms_fraction)
+    expected = {1.0: data.scale * (data.trues + data.background)}
+    return _reconstruct(data, expected, iterations, subsets, fwhm_mm)[1.0]
+
+
+@dataclass
+class _ExpectedData:
+    """The noise-free full-dose sinograms of an activity, ``(n_angles, n_bins, Z)``, and their geometry.
+
+    ``trues`` and ``background`` are in the units of ``A x`` (``x`` in SUV); ``scale``
+    (counts per unit) makes ``scale * trues`` sum to ``counts``.
+    """
+
+    projector: ParallelProjector
+    voxel_size: float
+    activity_shape: tuple[int, int, int]
+    attenuation: np.ndarray
+    trues: np.ndarray
+    background: np.ndarray
+    counts: float
+    scale: float
+
+
+def _expected_data(activity, mu, voxel_size, counts, iterations, subsets, fwhm_mm, resolution_fwhm_mm,
+                   scatter_fraction, randoms_fraction) -> _ExpectedData:
+    """Check the settings and project ``activity``: the expected data every dose is drawn from."""
     activity = np.asarray(activity, dtype=np.float32)
     mu = np.asarray(mu, dtype=np.float32)
     if activity.ndim != 3 or activity.shape != mu.shape:
         raise UserError(f"activity {activity.shape} and mu {mu.shape} must be equal (X, Y, Z) shapes")
-    doses = _check_settings(dose_fractions, counts, iterations, subsets, fwhm_mm, resolution_fwhm_mm,
-                            scatter_fraction, randoms_fraction)
+    if counts is not None and not (math.isfinite(counts) and counts > 0):
+        raise UserError(f"counts must be a positive number, got {counts}")
+    if iterations < 1 or subsets < 1:
+        raise UserError(f"iterations and subsets must be >= 1, got {iterations} and {subsets}")
+    if fwhm_mm < 0 or resolution_fwhm_mm < 0:
+        raise UserError(f"FWHM values must be >= 0 mm, got {fwhm_mm} and {resolution_fwhm_mm}")
+    if scatter_fraction < 0 or randoms_fraction < 0:
+        raise UserError(f"scatter and randoms fractions must be >= 0, got {scatter_fraction}, {randoms_fraction}")
     nx, ny, nz = activity.shape
     projector = get_projector(nx, ny, voxel_size)
     if subsets > projector.n_angles:
@@ -246,59 +343,32 @@ def simulate_doses(
         raise UserError("the activity is zero inside the field of view; nothing to simulate")
     if counts is None:
         counts = DEFAULT_TRUES_PER_MM * nz * voxel_size
-    scale = counts / total_trues
     background = _background(trues, projector, voxel_size, scatter_fraction, randoms_fraction)
+    return _ExpectedData(projector, voxel_size, (nx, ny, nz), attenuation, trues, background, float(counts),
+                         counts / total_trues)
 
-    # int32 holds any per-bin count and halves the memory of the prompts of all doses.
-    full = rng.poisson(scale * (trues + background)).astype(np.int32)
-    prompts = {d: full if d == 1.0 else rng.binomial(full, d).astype(np.int32) for d in doses}
 
-    reconstructions = {d: np.empty((nx, ny, nz), np.float32) for d in doses}
+def _reconstruct(data: _ExpectedData, prompts: dict[float, np.ndarray], iterations: int, subsets: int,
+                 fwhm_mm: float) -> dict[float, np.ndarray]:
+    """OSEM and post-filter of each dose's prompts (dose -> ``(n_angles, n_bins, Z)`` counts): dose -> SUV.
+
+    Columns (slices x doses) go through OSEM together, a chunk of slices at a time.
+    """
+    doses = list(prompts)
+    nz = data.activity_shape[2]
+    reconstructions = {d: np.empty(data.activity_shape, np.float32) for d in doses}
     dose_array = np.array(doses, np.float32)
     chunk = max(1, _COLUMNS_PER_CHUNK // len(doses))
     for z0 in range(0, nz, chunk):
         zs = slice(z0, min(z0 + chunk, nz))
         measured = np.stack([prompts[d][:, :, zs] for d in doses], axis=-1).astype(np.float32)
-        expected_background = scale * background[:, :, zs, None] * dose_array
-        images = osem(projector, measured, attenuation[:, :, zs, None], expected_background, iterations, subsets)
-        images /= scale * dose_array
+        expected_background = data.scale * data.background[:, :, zs, None] * dose_array
+        images = osem(data.projector, measured, data.attenuation[:, :, zs, None], expected_background, iterations,
+                      subsets)
+        images /= data.scale * dose_array
         for i, d in enumerate(doses):
             reconstructions[d][:, :, zs] = images[..., i]
-    for d in doses:
-        reconstructions[d] = gaussian_smooth(reconstructions[d], fwhm_mm, voxel_size)
-
-    parameters = {
-        "dose_fractions": list(doses),
-        "counts": float(counts),
-        "count_scale": scale,
-        "iterations": int(iterations),
-        "subsets": int(subsets),
-        "fwhm_mm": float(fwhm_mm),
-        "resolution_fwhm_mm": float(resolution_fwhm_mm),
-        "scatter_fraction": float(scatter_fraction),
-        "randoms_fraction": float(randoms_fraction),
-        "scatter_fwhm_mm": SCATTER_FWHM_MM,
-        "n_angles": projector.n_angles,
-        "n_bins": projector.n_bins,
-        "matrix_size": [nx, ny, nz],
-    }
-    return reconstructions, parameters
-
-
-def _check_settings(dose_fractions, counts, iterations, subsets, fwhm_mm, resolution_fwhm_mm,
-                    scatter_fraction, randoms_fraction) -> list[float]:
-    doses = sorted({1.0, *(float(d) for d in dose_fractions)}, reverse=True)
-    if not all(0 < d <= 1 for d in doses):
-        raise UserError(f"dose fractions must lie in (0, 1], got {list(dose_fractions)}")
-    if counts is not None and not (math.isfinite(counts) and counts > 0):
-        raise UserError(f"counts must be a positive number, got {counts}")
-    if iterations < 1 or subsets < 1:
-        raise UserError(f"iterations and subsets must be >= 1, got {iterations} and {subsets}")
-    if fwhm_mm < 0 or resolution_fwhm_mm < 0:
-        raise UserError(f"FWHM values must be >= 0 mm, got {fwhm_mm} and {resolution_fwhm_mm}")
-    if scatter_fraction < 0 or randoms_fraction < 0:
-        raise UserError(f"scatter and randoms fractions must be >= 0, got {scatter_fraction}, {randoms_fraction}")
-    return doses
+    return {d: gaussian_smooth(image, fwhm_mm, data.voxel_size) for d, image in reconstructions.items()}
 
 
 def _background(

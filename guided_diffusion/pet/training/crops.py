@@ -9,7 +9,12 @@ Where crops land: most crops must show body, not air. A crop is accepted when
 at least ``MIN_BODY_FRACTION`` of its full-dose voxels exceed ``BODY_SUV``;
 up to ``MAX_TRIES`` positions are drawn (the last is kept, so a volume without
 body still yields crops). A share ``ANYWHERE_FRACTION`` of crops skips the test,
-so the network also learns the background.
+so the network also learns the background. With ``lesion_fraction`` F > 0
+(``--lesion_crop_fraction``), a share F of crops is instead centred on a lesion
+voxel drawn at random (each voxel of every lesion alike; at a volume's edge the
+crop is shifted inside, the voxel still in it) of pairs that carry a lesion mask
+(:mod:`.pairs`); crops of pairs without lesions land as above. F = 0 draws no
+extra random numbers, so its crops are those of a run without lesion masks.
 
 Reproducibility: sample ``i`` of rank ``r`` depends only on ``(seed, r, i)``, not
 on the number of loader workers, so a resumed run that starts at batch ``b``
@@ -85,32 +90,43 @@ def _read_crop(volume: np.ndarray, origin: Sequence[int], size: Shape3) -> np.nd
 
 def draw_crop(
     low: np.ndarray, full: np.ndarray, patch_size: Shape3, rng: np.random.Generator,
-    flip: bool = False, suv_max: float = DEFAULT_SUV_MAX,
+    flip: bool = False, suv_max: float = DEFAULT_SUV_MAX, data_scale: float | None = None, *,
+    lesion_voxels: np.ndarray | None = None, lesion_fraction: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One crop of a pair, mostly on the body (see the module docstring).
+    """One crop of a pair, mostly on the body, a share centred on lesions (see the module docstring).
 
     Args:
         low, full: arrays (X, Y, Z) in SUV of one shape (memory maps are fine: only crops are read).
         patch_size: crop size (X, Y, Z) in voxels.
         flip: mirror the crop along X and/or Y, each with probability 1/2.
-        suv_max: SUV mapped to 1.
+        suv_max, data_scale: the intensity clip and the SUV mapped to 1 (None: ``suv_max``), see
+            :func:`~guided_diffusion.pet.intensity.suv_to_model`.
+        lesion_voxels: (N, 3) indices of the pair's lesion voxels (None, or N = 0: no lesions).
+        lesion_fraction: the probability (0 to 1) that the crop is centred on one of ``lesion_voxels``.
 
     Returns:
-        (full, low), each float32 (1, Z, X, Y) in the model's range [0, 1].
+        (full, low), each float32 (1, Z, X, Y) of model values (in [0, 1] for the paper's mapping).
     """
     highest = [max(v - p, 0) for v, p in zip(full.shape, patch_size)]
-    anywhere = rng.random() < ANYWHERE_FRACTION
-    for _ in range(MAX_TRIES):
-        origin = [int(rng.integers(0, h + 1)) for h in highest]
+    # Drawn only when asked: with no lesion crops the stream of random numbers is that of a run without them.
+    on_lesion = lesion_fraction > 0 and rng.random() < lesion_fraction
+    if on_lesion and lesion_voxels is not None and len(lesion_voxels):
+        centre = lesion_voxels[int(rng.integers(len(lesion_voxels)))]
+        origin = [min(max(int(c) - p // 2, 0), h) for c, p, h in zip(centre, patch_size, highest)]
         full_crop = _read_crop(full, origin, patch_size)
-        if anywhere or np.mean(full_crop > BODY_SUV) >= MIN_BODY_FRACTION:
-            break
+    else:
+        anywhere = rng.random() < ANYWHERE_FRACTION
+        for _ in range(MAX_TRIES):
+            origin = [int(rng.integers(0, h + 1)) for h in highest]
+            full_crop = _read_crop(full, origin, patch_size)
+            if anywhere or np.mean(full_crop > BODY_SUV) >= MIN_BODY_FRACTION:
+                break
     low_crop = _read_crop(low, origin, patch_size)
     axes = [axis for axis in (0, 1) if flip and rng.random() < 0.5]
     pair = []
     for crop in (full_crop, low_crop):
         crop = np.flip(crop, axis=axes) if axes else crop
-        pair.append(np.ascontiguousarray(np.transpose(suv_to_model(crop, suv_max), (2, 0, 1))[None]))
+        pair.append(np.ascontiguousarray(np.transpose(suv_to_model(crop, suv_max, data_scale), (2, 0, 1))[None]))
     return pair[0], pair[1]
 
 
@@ -126,38 +142,46 @@ class PairCropDataset(IterableDataset):
     ``start_batch + w + W``, ..., which a ``DataLoader`` (which takes batches from
     its workers in turn) returns in order. Yields (full (1, Z, X, Y), low (1, Z, X, Y))
     float32 tensors; for a 2D network (``dims`` 2, ``patch_size`` Z = 1) (1, X, Y).
+    ``lesion_fraction``: the share of crops centred on a lesion (``--lesion_crop_fraction``, see :func:`draw_crop`).
     """
 
     def __init__(
         self, pairs: Sequence[CachedPair], patch_size: Shape3, batch_size: int, *, seed: int, rank: int,
         start_batch: int = 0, flip: bool = False, suv_max: float = DEFAULT_SUV_MAX, dims: int = 3,
+        data_scale: float | None = None, lesion_fraction: float = 0.0,
     ):
         if not pairs:
             raise ValueError("no pairs to draw crops from")
+        if not 0 <= lesion_fraction <= 1:
+            raise ValueError(f"lesion_fraction must be in [0, 1], got {lesion_fraction}")
         self.pairs = list(pairs)
         self.patch_size = patch_size
         self.batch_size = batch_size
         self.seed, self.rank = seed, rank
         self.start_batch = start_batch
-        self.flip, self.suv_max = flip, suv_max
+        self.flip, self.suv_max, self.data_scale = flip, suv_max, data_scale
         self.dims = dims
+        self.lesion_fraction = lesion_fraction
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
         # Opened in the worker: memory maps are not shared across processes.
-        arrays = [pair.open() for pair in self.pairs]
+        arrays = [(*pair.open(), pair.open_lesion_voxels()) for pair in self.pairs]
         batch = self.start_batch + worker
         while True:
             for index in range(batch * self.batch_size, (batch + 1) * self.batch_size):
                 yield self.sample(arrays, index)
             batch += workers
 
-    def sample(self, arrays: Sequence[tuple[np.ndarray, np.ndarray]], index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sample ``index`` of the stream: a pair chosen at random, then a crop of it."""
+    def sample(self, arrays: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+               index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``index`` of the stream: a pair chosen at random, then a crop of it. ``arrays``: each pair's
+        (low, full, lesion voxels or None), as :class:`~.pairs.CachedPair` opens them."""
         rng = sample_rng(self.seed, self.rank, index)
-        low, full = arrays[int(rng.integers(len(arrays)))]
-        full_crop, low_crop = draw_crop(low, full, self.patch_size, rng, self.flip, self.suv_max)
+        low, full, lesion_voxels = arrays[int(rng.integers(len(arrays)))]
+        full_crop, low_crop = draw_crop(low, full, self.patch_size, rng, self.flip, self.suv_max, self.data_scale,
+                                        lesion_voxels=lesion_voxels, lesion_fraction=self.lesion_fraction)
         return torch.from_numpy(to_dims(full_crop, self.dims)), torch.from_numpy(to_dims(low_crop, self.dims))
 
 

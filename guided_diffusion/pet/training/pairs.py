@@ -3,8 +3,8 @@
 Layout of a data folder (searched recursively; names starting with ``.`` are skipped):
 
 * ``*.npz`` with ``arr_0`` of shape (2, X, Y, Z) = (low dose, full dose) in SUV,
-  as written by ``scripts/make_phantoms.py``;
-* manifests ``pairs.csv`` (header ``low_dose,full_dose[,dose_fraction,subject]``)
+  and optionally ``lesions`` (X, Y, Z), as written by ``scripts/make_phantoms.py``;
+* manifests ``pairs.csv`` (header ``low_dose,full_dose[,dose_fraction,subject,lesions]``)
   or ``pairs.json`` (a list of objects with the same keys). Paths are relative to
   the manifest's folder (or absolute) and name any volume ``read_volume`` reads
   (``.nii``, ``.nii.gz``, single-volume ``.npz``, DICOM directories, and any format
@@ -21,6 +21,12 @@ Training then reads crops through memory maps, so no more than one volume is
 ever held in memory, and later runs skip the decompression, the resampling and
 the checks. ``.npz`` files without an ``affine`` have 1.65 mm voxels, as
 everywhere in the project.
+
+Lesion masks travel with their pairs where given (the optional ``lesions``
+column, or the ``lesions`` array of a pair ``.npz``: non-zero inside lesions, on
+the pair's grid): brought onto the model grid by nearest neighbour, they are
+cached as the (N, 3) indices of their lesion voxels, from which crops can be
+centred on lesions (:mod:`.crops`).
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ from ..io.volume import DEFAULT_VOXEL_SIZE, validated, voxel_spacing
 
 MANIFEST_NAMES = ("pairs.csv", "pairs.json")
 MANIFEST_KEYS = ("low_dose", "full_dose")
+#: The optional manifest column, and ``.npz`` array, of a pair's lesion mask.
+LESIONS_KEY = "lesions"
 #: Voxel centres of the two volumes of a pair may differ by this much (mm).
 SAME_GRID_MM = 0.01
 Shape3 = tuple[int, int, int]
@@ -56,28 +64,36 @@ class PairEntry:
     """One (low dose, full dose) pair as found on disk.
 
     ``index`` is None when ``low`` and ``full`` are separate volumes, or
-    ``(0, 1)``: both live in one ``.npz`` file's ``arr_0`` (2, X, Y, Z).
-    ``name`` identifies the pair in messages.
+    ``(0, 1)``: both live in one ``.npz`` file's ``arr_0`` (2, X, Y, Z) (and its lesion
+    mask, if any, in its ``lesions``). ``lesions`` is the lesion mask volume of a
+    manifest row (None: not given). ``name`` identifies the pair in messages.
     """
 
     name: str
     low: Path
     full: Path
     index: tuple[int, int] | None = None
+    lesions: Path | None = None
 
 
 @dataclass(frozen=True)
 class CachedPair:
-    """A checked pair on the model grid: two float32 ``.npy`` files (X, Y, Z) in SUV, of equal ``shape``."""
+    """A checked pair on the model grid: two float32 ``.npy`` files (X, Y, Z) in SUV, of equal ``shape``, and
+    where the pair has a lesion mask, an int32 ``.npy`` (N, 3) of the model-grid indices of its lesion voxels."""
 
     name: str
     low: Path
     full: Path
     shape: Shape3
+    lesion_voxels: Path | None = None
 
     def open(self) -> tuple[np.ndarray, np.ndarray]:
         """Memory-mapped (low, full) arrays (X, Y, Z), read-only; nothing is loaded yet."""
         return np.load(self.low, mmap_mode="r"), np.load(self.full, mmap_mode="r")
+
+    def open_lesion_voxels(self) -> np.ndarray | None:
+        """The memory-mapped (N, 3) indices of the lesion voxels (N may be 0), or None: no lesion mask."""
+        return None if self.lesion_voxels is None else np.load(self.lesion_voxels, mmap_mode="r")
 
 
 def find_pairs(data_dir: str | Path, flag: str = "--data_dir") -> list[PairEntry]:
@@ -122,10 +138,11 @@ def _read_manifest(path: Path) -> list[PairEntry]:
                 "the header must be low_dose,full_dose,dose_fraction,subject"
             )
         low, full = (path.parent / str(row[key]).strip() for key in MANIFEST_KEYS)
-        for volume in (low, full):
-            if not volume.exists():
+        lesions = path.parent / str(row[LESIONS_KEY]).strip() if row.get(LESIONS_KEY) else None
+        for volume in (low, full, lesions):
+            if volume is not None and not volume.exists():
                 raise UserError(f"{path}: entry {number} names {volume}, which does not exist")
-        entries.append(PairEntry(f"{path} entry {number}", low, full))
+        entries.append(PairEntry(f"{path} entry {number}", low, full, lesions=lesions))
     return entries
 
 
@@ -171,7 +188,8 @@ def prepare_pairs(
 
     One volume is in memory at a time. A pair smaller than ``patch_size`` (on the
     model grid) on some axis is kept: its crops are padded with zeros (SUV 0,
-    i.e. air), and one warning names such pairs.
+    i.e. air), and one warning names such pairs. A pair's lesion mask, where it
+    has one, is cached as the indices of its lesion voxels on the model grid.
 
     Args:
         model_voxel_size: isotropic voxel size of the model grid in mm; 0 keeps each
@@ -179,7 +197,7 @@ def prepare_pairs(
 
     Raises:
         UserError: naming the file, for unreadable files, wrong shapes, pairs whose
-            volumes lie on different grids, NaN/inf or all-zero volumes.
+            volumes (or lesion masks) lie on different grids, NaN/inf or all-zero volumes.
     """
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -199,9 +217,11 @@ def prepare_pairs(
         grid = plan_grid(full_shape, full_affine, model_voxel_size)
         if entry.index is None:
             low, full = _cached_volume(entry.low, cache, grid), _cached_volume(entry.full, cache, grid)
+            lesions = None if entry.lesions is None else _cached_lesion_voxels(entry, cache, grid, full_affine)
         else:
             low, full = _cached_npz_pair(entry.low, cache, grid)
-        pairs.append(CachedPair(entry.name, low, full, grid.model_shape))
+            lesions = _cached_npz_lesion_voxels(entry.low, cache, grid, full_shape)
+        pairs.append(CachedPair(entry.name, low, full, grid.model_shape, lesions))
     small = [p.name for p in pairs if any(s < c for s, c in zip(p.shape, patch_size))]
     if small:
         warnings.warn(
@@ -248,10 +268,10 @@ def _cache_name(source: Path, cache: Path, tag: str) -> Path:
     return cache / f"{source.name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}-{tag}.npy"
 
 
-def _save(target: Path, array: np.ndarray) -> None:
+def _save(target: Path, array: np.ndarray, dtype: type = np.float32) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(array, dtype=np.float32))
+            np.save(f, np.ascontiguousarray(array, dtype=dtype))
 
     # Atomic: ranks sharing a file may write the same cache entry; readers see a whole file.
     atomic_write(target, write)
@@ -276,3 +296,35 @@ def _cached_npz_pair(source: Path, cache: Path, grid: GridMapping) -> tuple[Path
     for target, half in zip((low, full), halves):
         _save(target, grid.to_model(half))
     return low, full
+
+
+def _save_lesion_voxels(target: Path, mask: np.ndarray, grid: GridMapping) -> None:
+    """Cache the model-grid indices (N, 3) of the non-zero voxels of an input-grid lesion ``mask``."""
+    _save(target, np.argwhere(grid.labels_to_model(np.asarray(mask) > 0)), np.int32)
+
+
+def _cached_lesion_voxels(entry: PairEntry, cache: Path, grid: GridMapping, full_affine: np.ndarray) -> Path:
+    """The lesion voxels of a manifest row's ``lesions`` volume, which must lie on its full dose's grid."""
+    source = entry.lesions
+    shape, affine = _volume_geometry(source)
+    if shape != grid.input_shape or np.abs(affine - full_affine).max() > SAME_GRID_MM:
+        raise UserError(f"{entry.name}: the lesion mask {source} (shape {shape}) does not lie on the grid of the full "
+                        f"dose {entry.full} (shape {grid.input_shape}); give the mask on the pair's grid")
+    target = _cache_name(source, cache, f"lesion-voxels-{grid.key}")
+    if not target.exists():
+        _save_lesion_voxels(target, read_volume(source).data, grid)
+    return target
+
+
+def _cached_npz_lesion_voxels(source: Path, cache: Path, grid: GridMapping, shape: Shape3) -> Path | None:
+    """The lesion voxels of a pair ``.npz``'s ``lesions`` array (X, Y, Z), or None when it has none."""
+    shapes = npz_shapes(source)
+    if LESIONS_KEY not in shapes:
+        return None
+    if shapes[LESIONS_KEY] != shape:
+        raise UserError(f"{source}: its lesions array has shape {shapes[LESIONS_KEY]} but its pair {shape}; "
+                        "the lesion mask must lie on the pair's grid")
+    target = _cache_name(source, cache, f"lesion-voxels-{grid.key}")
+    if not target.exists():
+        _save_lesion_voxels(target, read_npz_array(source, LESIONS_KEY, DEFAULT_VOXEL_SIZE)[0], grid)
+    return target

@@ -2,7 +2,8 @@
 
 The crops and the starting noise are fixed (``VAL_SEED``), so the scores of
 successive evaluations, and of different runs, are comparable. Scores are
-computed on the model's intensity scale with peak 1 (= ``suv_max`` SUV):
+computed on the model's intensity scale with peak ``suv_max / data_scale`` (= ``suv_max`` SUV; 1 for the
+paper's mapping):
 PSNR in dB and SSIM. The scores of the low-dose input itself are reported
 alongside, as the baseline to beat. The model kind's patch predictor denoises
 the crops (a diffusion model: a short run of ``--val_sampler``; a one-pass
@@ -25,8 +26,8 @@ VAL_SEED = 20250101
 METRICS = ("val_psnr", "val_ssim", "val_psnr_low", "val_ssim_low")
 
 
-def _scores(pred: np.ndarray, full: np.ndarray) -> tuple[float, float]:
-    return psnr(pred, full, data_range=1.0), ssim(pred, full, data_range=1.0)
+def _scores(pred: np.ndarray, full: np.ndarray, peak: float) -> tuple[float, float]:
+    return psnr(pred, full, data_range=peak), ssim(pred, full, data_range=peak)
 
 
 class CropEvaluator:
@@ -40,23 +41,25 @@ class CropEvaluator:
         patch_size: crop size (X, Y, Z); Z = 1 for a 2D network.
         device: where the network runs.
         dims: the network's (3: crops (1, 1, Z, X, Y); 2: axial slices (1, 1, X, Y)).
+        suv_max, data_scale: the intensity mapping (see :func:`~guided_diffusion.pet.intensity.suv_to_model`).
     """
 
     metric_names = METRICS
 
     def __init__(
         self, pairs: Sequence[CachedPair], predictor: Callable, patch_size: Shape3, num_crops: int,
-        device: torch.device, suv_max: float = DEFAULT_SUV_MAX, dims: int = 3,
+        device: torch.device, suv_max: float = DEFAULT_SUV_MAX, dims: int = 3, data_scale: float | None = None,
     ):
         rng = np.random.default_rng(VAL_SEED)
         arrays = [pair.open() for pair in pairs]
         # Each crop as the network sees it without the batch axis: (1, Z, X, Y), or (1, X, Y) in 2D.
         self.crops = [tuple(to_dims(crop, dims) for crop in draw_crop(*arrays[i % len(arrays)], patch_size, rng,
-                                                                       suv_max=suv_max))
+                                                                       suv_max=suv_max, data_scale=data_scale))
                       for i in range(num_crops)]
         self.predictor = predictor
         self.device = device
-        self.low_scores = [_scores(low[0], full[0]) for full, low in self.crops]
+        self.peak = 1.0 if data_scale is None else suv_max / data_scale
+        self.low_scores = [_scores(low[0], full[0], self.peak) for full, low in self.crops]
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -79,5 +82,5 @@ class CropEvaluator:
                 generators = [torch.Generator(self.device).manual_seed(VAL_SEED + i)]
             sample = self.predictor(model, condition, noise, generators)
             denoised = sample[0, 0].float().cpu().numpy()
-            results.append(dict(zip(METRICS, (*_scores(denoised, full[0]), *self.low_scores[i]))))
+            results.append(dict(zip(METRICS, (*_scores(denoised, full[0], self.peak), *self.low_scores[i]))))
         return results
