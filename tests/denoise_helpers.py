@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
+from guided_diffusion import dist_util
 from guided_diffusion.script_util import sr_create_model_and_diffusion, sr_model_and_diffusion_defaults
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,3 +42,26 @@ def write_random_model(path: Path) -> Path:
         torch.nn.init.normal_(p, std=0.05)
     torch.save(model.state_dict(), path)
     return path
+
+
+def denoising_script(monkeypatch=None) -> ModuleType:
+    """scripts/test.py imported as a module (registered in ``sys.modules`` through ``monkeypatch`` when given)."""
+    spec = importlib.util.spec_from_file_location("denoise_script", REPO / "scripts" / "test.py")
+    module = importlib.util.module_from_spec(spec)
+    if monkeypatch is not None:
+        monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_in_process(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """scripts/test.py's main in this process, so a test may patch what it calls (a registry, a writer):
+    its exit status and stderr."""
+    module = denoising_script(monkeypatch)
+    monkeypatch.setattr(sys, "argv", ["test.py", *map(str, args)])
+    try:
+        dist_util.run_main(module.main)
+        status = 0
+    except SystemExit as exit_info:
+        status = exit_info.code
+    return status, capsys.readouterr().err

@@ -4,7 +4,6 @@ batch, signals. Each checks the exit status, the one line, and that no partial, 
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
 import os
 import signal
@@ -19,8 +18,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 from denoise_helpers import BIN, FAST, MODEL_FLAGS, REPO, run, write_random_model
+from denoise_helpers import run_in_process as run_denoise_in_process
 
-from guided_diffusion import dist_util, output_set, volume_files
+from guided_diffusion import output_set, volume_files
 from guided_diffusion.atomic import is_temporary_name
 from guided_diffusion.model_kinds.gaussian import GaussianKind
 
@@ -37,18 +37,9 @@ def write_scan(path: Path, seed: int = 0, shape=(10, 12, 9)) -> Path:
 
 
 def run_in_process(monkeypatch, capsys, *args: str) -> tuple[int, list[str]]:
-    """scripts/test.py's main in this process (so a test may patch what it calls): exit status, stderr lines."""
-    spec = importlib.util.spec_from_file_location("denoise_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(sys, "argv", ["test.py", *args])
-    try:
-        dist_util.run_main(module.main)
-        status = 0
-    except SystemExit as exit_info:
-        status = exit_info.code
-    return status, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    """scripts/test.py's main in this process: exit status and the non-blank stderr lines."""
+    status, err = run_denoise_in_process(monkeypatch, capsys, *args)
+    return status, [line for line in err.splitlines() if line.strip()]
 
 
 def gaussian_args(inputs: Path, save: Path, fwhm: float = 6.0) -> list[str]:

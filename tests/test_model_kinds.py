@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from denoise_helpers import run_in_process
 from scipy.ndimage import median_filter
 
 from guided_diffusion import dist_util
 from guided_diffusion.denoise import VolumeResult
 from guided_diffusion.errors import UserError
 from guided_diffusion.model_kinds import MODEL_KINDS, ModelKind, VolumeMethod, get_model_kind
-
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "test.py"
 
 
 class MedianMethod(VolumeMethod):
@@ -50,26 +46,11 @@ def test_every_kind_is_found_by_its_name_and_unknown_names_are_refused():
         get_model_kind("gaussian", trainable=True)
 
 
-def run_script(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """scripts/test.py's main in this process (its registry is the one the test patched): exit status, stderr."""
-    spec = importlib.util.spec_from_file_location("denoise_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(sys, "argv", ["test.py", *args])
-    try:
-        dist_util.run_main(module.main)
-        status = 0
-    except SystemExit as exit_info:
-        status = exit_info.code
-    return status, capsys.readouterr().err
-
-
 def test_a_kind_added_with_one_registry_line_denoises_through_the_script(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(MODEL_KINDS, "median", MedianKind("median", "a 3-voxel median filter", trainable=False))
     suv = np.random.default_rng(0).gamma(2.0, 1.0, (10, 12, 9)).astype(np.float32)
     nib.save(nib.Nifti1Image(suv, np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / "scan.nii.gz")
-    status, err = run_script(monkeypatch, capsys, "--model_kind", "median", "--base_samples",
+    status, err = run_in_process(monkeypatch, capsys, "--model_kind", "median", "--base_samples",
                              str(tmp_path / "scan.nii.gz"), "--save_dir", str(tmp_path / "out"))
     assert status == 0, err
     result = np.asarray(nib.load(tmp_path / "out" / "scan_denoised.nii.gz").dataobj)
@@ -80,7 +61,7 @@ def test_a_kind_added_with_one_registry_line_denoises_through_the_script(tmp_pat
 
 
 def test_a_network_kind_without_its_model_file_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
-    status, err = run_script(monkeypatch, capsys, "--model_kind", "regression", "--base_samples",
+    status, err = run_in_process(monkeypatch, capsys, "--model_kind", "regression", "--base_samples",
                              str(tmp_path / "scan.nii.gz"))
     expected = ("error: --model_path is required (a state_dict, a training checkpoint or a Gaussian fit .json; "
                 "or give --gaussian_fwhm_mm)")

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from denoise_helpers import denoising_script, run_in_process
 from training_helpers import REPO, TINY_NET, body_pair, tiny_flags, write_npz_pair
 
-from guided_diffusion import dist_util
 from guided_diffusion.checkpoint import CHECKPOINT_FORMAT, stored_flags
 from guided_diffusion.denoise_settings import read_model_records, resolve_settings
 from guided_diffusion.errors import UserError
@@ -114,13 +112,6 @@ def test_an_unknown_output_is_refused_naming_the_flag():
 # -- the flag in checkpoints, cards and denoising runs ----------------------------------------------------------
 
 
-def denoising_script():
-    spec = importlib.util.spec_from_file_location("one_pass_test_script", TEST_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def settings_for(model_path: Path, *argv: str):
     args_list = [*NET, "--model_path", str(model_path), "--base_samples", "unused", *argv]
     args = parse_args_with_config(denoising_script().create_argparser(), args_list)
@@ -177,17 +168,6 @@ def test_a_model_file_that_predates_the_flag_runs_direct(tmp_path):
     assert plain.model_flags["one_pass_output"] == "residual"
 
 
-def run_denoising_script(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    module = denoising_script()
-    monkeypatch.setattr(sys, "argv", ["test.py", *args])
-    try:
-        dist_util.run_main(module.main)
-        status = 0
-    except SystemExit as exit_info:
-        status = exit_info.code
-    return status, capsys.readouterr().err
-
-
 @pytest.mark.slow
 def test_an_old_checkpoint_denoises_as_direct_through_scripts_test(tmp_path, monkeypatch, capsys):
     low, _ = body_pair((16, 16, 8))
@@ -197,7 +177,7 @@ def test_an_old_checkpoint_denoises_as_direct_through_scripts_test(tmp_path, mon
     for name, flags in (("old", old_flags), ("new", tiny("regression", "residual"))):
         model_path = write_checkpoint(tmp_path / f"{name}.pt", flags)
         save = tmp_path / name
-        status, err = run_denoising_script(monkeypatch, capsys, *NET, "--model_path", str(model_path),
+        status, err = run_in_process(monkeypatch, capsys, *NET, "--model_path", str(model_path),
                                            "--base_samples", str(tmp_path / "scan.nii.gz"), "--save_dir", str(save),
                                            "--patch_axial", "8", "--max_patch_inplane", "16")
         assert status == 0, err
