@@ -51,7 +51,7 @@ from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser
 from guided_diffusion.pet.eval.inputs import read_label_map
 from guided_diffusion.pet.eval.reports import write_csv
-from guided_diffusion.pet.eval.uncertainty import UNCERTAINTY_COLUMNS, uncertainty_statistics
+from guided_diffusion.pet.eval.uncertainty import UNCERTAINTY_COLUMNS, uncertainty_statistics, with_targets
 from guided_diffusion.pet.io import read_volume
 from guided_diffusion.pet.sim.doses import DEFAULT_DOSE_FRACTIONS, dose_label
 from guided_diffusion.pet.sim.scanners import REFERENCE_SCANNER, SCANNERS
@@ -69,7 +69,8 @@ class Budget:
     """Sizes of one comparison run; every trained method gets the same steps, batch and crops.
 
     Attributes:
-        train_subjects / val_subjects / test_subjects: simulated subjects per split.
+        train_subjects / val_subjects / test_subjects: simulated subjects per split (test subjects: anatomies per
+            test condition, at least :data:`MIN_TEST_SUBJECTS` where the numbers are read).
         axial_extent_mm: slab length of each subject (centred on the liver).
         voxel_size: mm, every scanner (the CPU budget cannot afford 1.65 mm).
         train_steps, batch_size, patch_size: training of each network (3D crops "X,Y,Z";
@@ -95,8 +96,12 @@ class Budget:
     presets: bool = True
 
 
+#: Test anatomies (subject seeds) per test condition of every budget but ``smoke``: lesion rows of one anatomy are
+#: the same few lesions in every condition.
+MIN_TEST_SUBJECTS = 3
+
 BUDGETS = {
-    "cpu": Budget(train_subjects=8, val_subjects=2, test_subjects=1, axial_extent_mm=96.0, voxel_size=4.0,
+    "cpu": Budget(train_subjects=8, val_subjects=2, test_subjects=3, axial_extent_mm=96.0, voxel_size=4.0,
                   train_steps=400, batch_size=2, patch_size=(32, 32, 16), config="tiny", sample_steps=5,
                   num_ensemble=2),
     # A few minutes, to check the pipeline end to end; its numbers mean nothing.
@@ -104,7 +109,7 @@ BUDGETS = {
                     train_steps=4, batch_size=2, patch_size=(32, 32, 8), config="tiny", sample_steps=2,
                     num_ensemble=2),
     # No training: the committed demo models (--extra_model) on their own kind of data, at every dose.
-    "demo": Budget(train_subjects=0, val_subjects=2, test_subjects=2, axial_extent_mm=128.0, voxel_size=4.0,
+    "demo": Budget(train_subjects=0, val_subjects=2, test_subjects=3, axial_extent_mm=128.0, voxel_size=4.0,
                    train_steps=0, batch_size=0, patch_size=(0, 0, 0), config="demo", sample_steps=5,
                    num_ensemble=2, presets=False),
     "gpu": Budget(train_subjects=24, val_subjects=4, test_subjects=4, axial_extent_mm=0.0, voxel_size=4.0,
@@ -318,8 +323,9 @@ def report(out: Path, budget: Budget, runner: Runner, uncertainty: list[dict]) -
         groups = sorted({(r["method"], r["against"]) for r in uncertainty})
         for method, against in groups:
             chosen = [r for r in uncertainty if r["method"] == method and r["against"] == against]
-            lines.append(f"| {method} | {against} | " + " | ".join(
-                f"{np.nanmean([r[c] for r in chosen]):.3f}" for c in UNCERTAINTY_COLUMNS) + " |")
+            means = with_targets({c: float(np.nanmean([r[c] for r in chosen])) for c in UNCERTAINTY_COLUMNS},
+                                 budget.num_ensemble)
+            lines.append(f"| {method} | {against} | " + " | ".join(means.values()) + " |")
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
 
 

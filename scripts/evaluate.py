@@ -362,8 +362,10 @@ def summary_notes(rows: list[dict], args: argparse.Namespace, references: list[R
          "unclipped reference; psnr_body: MSE inside the body mask, see metrics.csv's body_mask). psnr_challenge, "
          "ssim_challenge, nrmse_challenge: the UDPET challenge's. nrmse: RMSE / RMS of the reference. liver_cv: "
          f"SD / mean in the liver more than {args.liver_margin_mm:g} mm from its edge and from lesions. lesion_*: "
-         "means over lesions; errors in % = 100 (result - reference) / reference; lesion_cr: contrast recovery "
-         "against a background shell (1 = the reference's contrast)."),
+         "means over the visible lesions (SUVmax >= 1.5 x the mean of a background shell in the noiseless "
+         "reconstruction when given, else the full dose; cases/ lists every lesion with its mark), _small below "
+         "1 ml, _large from 1 ml; errors in % = 100 (result - reference) / reference, _bias_ signed, _abs_ "
+         "absolute; lesion_cr: contrast recovery against the background shell (1 = the reference's contrast)."),
         *clean,
     ]
 

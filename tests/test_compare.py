@@ -23,6 +23,12 @@ def test_every_scanner_with_fdg_and_every_tracer_on_the_training_scanner(compare
     assert "--scanner" not in compare.phantom_flags(compare.BUDGETS["demo"], "default", "fdg", 1, 1, (0.5,))
 
 
+def test_every_budget_read_for_numbers_tests_at_least_3_anatomies_per_condition(compare):
+    assert compare.MIN_TEST_SUBJECTS == 3
+    assert all(budget.test_subjects >= compare.MIN_TEST_SUBJECTS for name, budget in compare.BUDGETS.items()
+               if name != "smoke")
+
+
 def test_cases_table_has_a_row_per_condition_subject_dose_and_method(compare):
     budget = compare.BUDGETS["cpu"]
     rows = compare.cases_table(REPO, budget, ["low_dose", "gaussian", "ddpm3d"])

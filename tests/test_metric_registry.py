@@ -18,19 +18,24 @@ def test_the_registry_gives_the_columns_summary_and_figures_in_their_order():
         "psnr", "psnr_body", "psnr_challenge", "ssim", "ssim_challenge", "nrmse", "nrmse_challenge",
         "liver_cv", "liver_cv_reference", "lesion_count",
         "lesion_suvmax_error_pct", "lesion_suvmean_error_pct", "lesion_tla_error_pct",
-        "lesion_suvmax_abs_error_pct", "lesion_suvmean_abs_error_pct", "lesion_tla_abs_error_pct", "lesion_cr",
+        "lesion_suvmax_abs_error_pct", "lesion_suvmean_abs_error_pct", "lesion_tla_abs_error_pct",
+        "lesion_count_small", "lesion_suvmax_bias_pct_small", "lesion_suvmax_abs_error_pct_small",
+        "lesion_count_large", "lesion_suvmax_bias_pct_large", "lesion_suvmax_abs_error_pct_large", "lesion_cr",
         "body_mask",
     )
     assert region_columns() == (
-        "region", "kind", "label", "voxels", "volume_ml",
+        "region", "kind", "label", "voxels", "volume_ml", "size_bin", "visible",
         "suvmean_result", "suvmean_reference", "suvmean_error_pct",
         "suvmax_result", "suvmax_reference", "suvmax_error_pct",
         "tla_result", "tla_reference", "tla_error_pct", "contrast_recovery",
     )
-    not_summarised = {"liver_cv_reference", "lesion_count", "body_mask"}
+    not_summarised = {"liver_cv_reference", "lesion_count", "lesion_count_small", "lesion_count_large", "body_mask"}
     assert summary_columns() == tuple(c for c in metric_columns() if c not in not_summarised)
-    assert figure_columns(VS_DOSE) == ("psnr", "ssim", "nrmse", "lesion_suvmax_error_pct")
-    assert [axis_label(m) for m in figure_columns(VS_DOSE)] == ["PSNR (dB)", "SSIM", "NRMSE", "lesion SUVmax error (%)"]
+    assert figure_columns(VS_DOSE) == ("psnr", "ssim", "nrmse", "lesion_suvmax_error_pct",
+                                       "lesion_suvmax_bias_pct_small", "lesion_suvmax_bias_pct_large")
+    assert [axis_label(m) for m in figure_columns(VS_DOSE)] == [
+        "PSNR (dB)", "SSIM", "NRMSE", "lesion SUVmax error (%)", "lesion SUVmax bias < 1 ml (%)",
+        "lesion SUVmax bias >= 1 ml (%)"]
     assert axis_label("not_a_metric") == "not_a_metric"
 
 

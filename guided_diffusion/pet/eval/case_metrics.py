@@ -72,16 +72,29 @@ def liver_cv_reference(case: CaseReference, result: np.ndarray, regions: Regions
     return case.liver_cv_reference
 
 
-def lesion_count(case: CaseReference, result: np.ndarray, regions: Regions) -> int | float:
-    """The number of lesions scored; NaN without a lesion map."""
-    return math.nan if case.lesions is None else sum(r["kind"] == "lesion" for r in regions)
+def scored_lesions(regions: Regions, size_bin: str | None = None) -> list[Mapping[str, object]]:
+    """The lesion rows of ``regions`` that lesion summaries average: the visible ones (``visible`` True, judged in
+    the reference of :func:`~.registry.visibility_reference`), of ``size_bin`` when given (a key of
+    :data:`~.regions.LESION_SIZE_BINS`)."""
+    return [r for r in regions if r["kind"] == "lesion" and r.get("visible") is True
+            and (size_bin is None or r.get("size_bin") == size_bin)]
 
 
-def lesion_mean(column: str, absolute: bool = False) -> Callable[[CaseReference, np.ndarray, Regions], float]:
-    """A scorer: the mean over lesions of a per-region ``column`` (of its absolute value when ``absolute``),
-    finite values only; NaN when there are none."""
+def lesion_count(size_bin: str | None = None) -> Callable[[CaseReference, np.ndarray, Regions], int | float]:
+    """A scorer: the number of lesions scored (:func:`scored_lesions`, of ``size_bin`` when given); NaN without a
+    lesion map."""
+    def score(case: CaseReference, result: np.ndarray, regions: Regions) -> int | float:
+        return math.nan if case.lesions is None else len(scored_lesions(regions, size_bin))
+
+    return score
+
+
+def lesion_mean(column: str, absolute: bool = False,
+                size_bin: str | None = None) -> Callable[[CaseReference, np.ndarray, Regions], float]:
+    """A scorer: the mean over the lesions scored (:func:`scored_lesions`, of ``size_bin`` when given) of a
+    per-region ``column`` (of its absolute value when ``absolute``), finite values only; NaN when there are none."""
     def score(case: CaseReference, result: np.ndarray, regions: Regions) -> float:
-        values = [float(r.get(column, math.nan)) for r in regions if r["kind"] == "lesion"]
+        values = [float(r.get(column, math.nan)) for r in scored_lesions(regions, size_bin)]
         finite = [abs(v) if absolute else v for v in values if math.isfinite(v)]
         return float(np.mean(finite)) if finite else math.nan
 

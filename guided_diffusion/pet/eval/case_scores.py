@@ -4,7 +4,9 @@
 result against a :class:`~.case_reference.CaseReference` (built once per case
 by :func:`~.case_reference.prepare_reference`), the full dose, and against
 each further reference given (:func:`~.case_reference.with_reference`, e.g.
-the noiseless reconstruction), whose columns carry its suffix. The metrics'
+the noiseless reconstruction), whose columns carry its suffix. Which lesions
+are visible (the lesion summaries' lesions) is judged once, in the reference of
+:func:`~.registry.visibility_reference`, for every column set. The metrics'
 definitions are in the README, *Evaluating results*, and in :mod:`.case_metrics`.
 """
 
@@ -17,7 +19,15 @@ import numpy as np
 
 from .case_reference import CaseReference
 from .regions import REGION_KEYS
-from .registry import FULL_DOSE, Reference, region_metrics, result_columns, result_metrics, scored_region_columns
+from .registry import (
+    FULL_DOSE,
+    Reference,
+    region_metrics,
+    result_columns,
+    result_metrics,
+    scored_region_columns,
+    visibility_reference,
+)
 
 #: The column after the metrics in a metrics row: how the body mask was made (``CaseReference.body_rule``).
 BODY_MASK_COLUMN = "body_mask"
@@ -47,7 +57,8 @@ def score_result(case: CaseReference, result: np.ndarray,
 
     Returns:
         (the metrics row: :func:`metric_columns` of the references -> value, NaN where undefined;
-        the region rows: :func:`region_columns` of the references -> value, one per organ label and lesion).
+        the region rows: :func:`region_columns` of the references -> value, one per organ label and lesion,
+        lesions marked ``visible`` in the reference of :func:`~.registry.visibility_reference`).
 
     Raises:
         ValueError: the result is not on the reference's shape, or a metric cannot score it.
@@ -56,9 +67,10 @@ def score_result(case: CaseReference, result: np.ndarray,
         raise ValueError(f"shapes differ: result {result.shape} vs reference {case.reference.shape}")
     references = {FULL_DOSE: case, **(further or {})}
     row: dict = {}
-    regions = [dict(region) for region in case.regions]
+    named = references[visibility_reference(list(references))].regions
+    regions = [dict(region) for region in named]
     for reference, against in references.items():
-        reference_row, reference_regions = _score(against, result, reference)
+        reference_row, reference_regions = _score(against, result, reference, named)
         row.update(reference_row)
         for region, scored in zip(regions, reference_regions, strict=True):
             region.update(scored)
@@ -68,10 +80,12 @@ def score_result(case: CaseReference, result: np.ndarray,
             [{key: region.get(key, math.nan) for key in columns} for region in regions])
 
 
-def _score(case: CaseReference, result: np.ndarray, reference: Reference) -> tuple[dict, list[dict]]:
+def _score(case: CaseReference, result: np.ndarray, reference: Reference,
+           named: Sequence[Mapping]) -> tuple[dict, list[dict]]:
     """Every metric that reads ``reference`` against it (``case``): a metrics row and region rows, under
-    ``reference``'s column names (:meth:`~.registry.Metric.columns`)."""
-    regions = [dict(region) for region in case.regions]
+    ``reference``'s column names (:meth:`~.registry.Metric.columns`). ``named``: the region rows to score (the
+    case's, with the lesions' ``visible`` marks of the judging reference)."""
+    regions = [dict(region) for region in named]
     for metric in region_metrics().values():
         for region, values in zip(regions, metric.score(case, result, regions), strict=True):
             region.update(values)

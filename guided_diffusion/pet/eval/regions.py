@@ -1,4 +1,5 @@
-"""Region quantitation: SUVmean, SUVmax and TLA per organ and lesion, liver CV, lesion contrast recovery.
+"""Region quantitation: SUVmean, SUVmax and TLA per organ and lesion, liver CV, lesion contrast recovery,
+which lesions are visible and their size bins.
 
 Volumes are (X, Y, Z) arrays in SUV; ``labels`` is an organ label map (0 =
 outside the body), ``lesions`` a lesion map (0 = no lesion, lesion ``i`` where
@@ -156,8 +157,18 @@ def lesion_shells(lesions: np.ndarray, body: np.ndarray | None = None,
             if b is not None}
 
 
-#: The columns that name a region in the per-case tables, in order (see :func:`region_index`).
-REGION_KEYS = ("region", "kind", "label", "voxels", "volume_ml")
+#: A lesion is visible when its SUVmax in the reference is at least this multiple of its background's mean
+#: (:func:`lesion_visible`); lesion summaries average visible lesions only.
+VISIBILITY_RATIO = 1.5
+
+#: Lesion size bins by volume: "small" below this many ml, "large" from it on (:func:`lesion_size_bin`).
+SMALL_LESION_ML = 1.0
+#: The size bins, name -> how tables and figures title it.
+LESION_SIZE_BINS = {"small": f"< {SMALL_LESION_ML:g} ml", "large": f">= {SMALL_LESION_ML:g} ml"}
+
+#: The columns that name a region in the per-case tables, in order (see :func:`region_index` and
+#: :func:`with_visibility`; ``size_bin`` and ``visible`` are empty for organs).
+REGION_KEYS = ("region", "kind", "label", "voxels", "volume_ml", "size_bin", "visible")
 
 #: The columns of :func:`suv_statistics`, in order (``tla_*`` for lesions only).
 SUV_COLUMNS = tuple(f"{quantity}_{of}" for quantity in ("suvmean", "suvmax", "tla")
@@ -185,19 +196,63 @@ def region_index(organs: np.ndarray | None, lesions: np.ndarray | None, lesion_i
 
     Returns:
         rows of :data:`REGION_KEYS`: ``region`` (name), ``kind`` ("organ" or "lesion"), ``label`` (its value in
-        its map), ``voxels`` and ``volume_ml``.
+        its map), ``voxels``, ``volume_ml``, ``size_bin`` (lesions: :func:`lesion_size_bin`; organs: None) and
+        ``visible`` (None: set by :func:`with_visibility`).
     """
     rows: list[dict] = []
     if organs is not None:
         count = np.bincount(np.asarray(organs).ravel())
         for i in np.flatnonzero(count[1:]) + 1:
             name = (label_names or {}).get(int(i), f"label_{i}")
-            rows.append(dict(zip(REGION_KEYS, (name, "organ", int(i), int(count[i]), int(count[i]) * voxel_ml))))
+            volume = int(count[i]) * voxel_ml
+            rows.append(dict(zip(REGION_KEYS, (name, "organ", int(i), int(count[i]), volume, None, None))))
     if lesions is not None and len(lesion_ids):
         count = np.bincount(np.asarray(lesions).ravel())
         for i in lesion_ids:
-            rows.append(dict(zip(REGION_KEYS, (f"lesion_{i}", "lesion", i, int(count[i]), int(count[i]) * voxel_ml))))
+            volume = int(count[i]) * voxel_ml
+            rows.append(dict(zip(REGION_KEYS, (f"lesion_{i}", "lesion", i, int(count[i]), volume,
+                                               lesion_size_bin(volume), None))))
     return rows
+
+
+def lesion_size_bin(volume_ml: float) -> str:
+    """A lesion's size bin (a key of :data:`LESION_SIZE_BINS`): "small" below :data:`SMALL_LESION_ML`, else
+    "large"."""
+    return "small" if volume_ml < SMALL_LESION_ML else "large"
+
+
+def lesion_visible(reference: np.ndarray, lesion: np.ndarray, background: np.ndarray,
+                   ratio: float = VISIBILITY_RATIO) -> bool:
+    """Whether a lesion stands out of its local background in ``reference``.
+
+    Args:
+        reference: SUV values of a box around the lesion (any shape).
+        lesion, background: boolean masks of the lesion and its background shell in that box
+            (:func:`lesion_background`).
+        ratio: the visibility threshold.
+
+    Returns:
+        True when the lesion's SUVmax is at least ``ratio`` x the background's mean SUV; False when the lesion or
+        its shell is empty (no local background to stand out from).
+    """
+    if not lesion.any() or not background.any():
+        return False
+    reference = np.asarray(reference, dtype=np.float64)
+    return bool(reference[lesion].max() >= ratio * reference[background].mean())
+
+
+def with_visibility(regions: Sequence[Mapping], reference: np.ndarray, shells: Mapping[int, tuple],
+                    ratio: float = VISIBILITY_RATIO) -> list[dict]:
+    """The rows of :func:`region_index` with ``visible`` set: for each lesion :func:`lesion_visible` in
+    ``reference`` ((X, Y, Z) SUV) against its shell in ``shells`` (:func:`lesion_shells`); None for organs."""
+    out = []
+    for row in regions:
+        visible = None
+        if row["kind"] == "lesion":
+            box, lesion, background = shells[row["label"]]
+            visible = lesion_visible(np.asarray(reference)[box], lesion, background, ratio)
+        out.append({**row, "visible": visible})
+    return out
 
 
 def suv_statistics(result: np.ndarray, reference: np.ndarray, organs: np.ndarray | None,

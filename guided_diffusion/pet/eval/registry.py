@@ -37,7 +37,12 @@ table, :data:`REFERENCES`: the full dose (:data:`FULL_DOSE`, the paper's; its
 columns keep the metrics' names) and, when given, the noiseless
 reconstruction of simulated data (:data:`CLEAN`; columns ``<name>_clean``).
 A metric scores against each reference given, except the columns it marks
-``reference_free`` (values of the result alone, written once). The column
+``reference_free`` (values of the result alone, written once). Lesion
+summaries average the lesions visible in one reference, the same for every
+column set (:func:`visibility_reference`; the per-case tables keep every lesion,
+marked ``visible``), and come per size bin as well
+(:data:`~.regions.LESION_SIZE_BINS`: ``lesion_suvmax_bias_pct_small``, the
+signed mean, ``lesion_suvmax_abs_error_pct_large``, the mean absolute error, ...). The column
 functions below take the references of a run; their default, the full dose
 alone, gives the tables of a run without ``--clean``.
 """
@@ -49,7 +54,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import case_metrics as scorers
-from .regions import SUV_COLUMNS, SUV_RESULT_COLUMNS
+from .regions import LESION_SIZE_BINS, SUV_COLUMNS, SUV_RESULT_COLUMNS
 
 #: The figure of a metric against dose (``figures/<name>_vs_dose.png``, drawn when the cases have a dose column).
 VS_DOSE = "vs_dose"
@@ -117,6 +122,23 @@ CLEAN = Reference("clean", "_clean", "the noiseless reconstruction")
 REFERENCES: tuple[Reference, ...] = (FULL_DOSE, CLEAN)
 
 
+def lesion_size_bin_metrics() -> dict[str, Metric]:
+    """For each lesion size bin (:data:`~.regions.LESION_SIZE_BINS`): the number of lesions scored
+    (``lesion_count_<bin>``) and the mean SUVmax error over them, signed (``lesion_suvmax_bias_pct_<bin>``) and
+    absolute (``lesion_suvmax_abs_error_pct_<bin>``), in %."""
+    metrics: dict[str, Metric] = {}
+    for size_bin, title in LESION_SIZE_BINS.items():
+        metrics[f"lesion_count_{size_bin}"] = Metric(scorers.lesion_count(size_bin), f"lesions {title}",
+                                                     summarised=False, reference_free=(f"lesion_count_{size_bin}",))
+        metrics[f"lesion_suvmax_bias_pct_{size_bin}"] = Metric(
+            scorers.lesion_mean("suvmax_error_pct", size_bin=size_bin), f"lesion SUVmax bias {title}", "%",
+            figures=(VS_DOSE,))
+        metrics[f"lesion_suvmax_abs_error_pct_{size_bin}"] = Metric(
+            scorers.lesion_mean("suvmax_error_pct", absolute=True, size_bin=size_bin),
+            f"lesion SUVmax |error| {title}", "%", higher_is_better=False)
+    return metrics
+
+
 #: Every metric, by name, in the order of the tables' columns. Per-region metrics first: result metrics read them.
 METRICS: dict[str, Metric] = {
     "suv": Metric(scorers.region_suv, "SUVmean, SUVmax, TLA", region_columns=SUV_COLUMNS,
@@ -132,7 +154,7 @@ METRICS: dict[str, Metric] = {
     "nrmse_challenge": Metric(scorers.nrmse_challenge, "NRMSE (UDPET)", higher_is_better=False),
     "liver_cv": Metric(scorers.liver_cv, "liver CV", reference_free=("liver_cv",)),  # best near the reference's
     "liver_cv_reference": Metric(scorers.liver_cv_reference, "liver CV of the reference", summarised=False),
-    "lesion_count": Metric(scorers.lesion_count, "lesions", summarised=False, reference_free=("lesion_count",)),
+    "lesion_count": Metric(scorers.lesion_count(), "lesions", summarised=False, reference_free=("lesion_count",)),
     "lesion_suvmax_error_pct": Metric(scorers.lesion_mean("suvmax_error_pct"), "lesion SUVmax error", "%",
                                       figures=(VS_DOSE,)),
     "lesion_suvmean_error_pct": Metric(scorers.lesion_mean("suvmean_error_pct"), "lesion SUVmean error", "%"),
@@ -143,6 +165,7 @@ METRICS: dict[str, Metric] = {
                                            "lesion SUVmean |error|", "%", higher_is_better=False),
     "lesion_tla_abs_error_pct": Metric(scorers.lesion_mean("tla_error_pct", absolute=True),
                                        "lesion TLA |error|", "%", higher_is_better=False),
+    **lesion_size_bin_metrics(),
     "lesion_cr": Metric(scorers.lesion_mean("contrast_recovery"), "lesion contrast recovery"),
 }
 
@@ -181,6 +204,12 @@ def summary_order(references: Sequence[Reference]) -> list[Reference]:
     """The references in the order summary.md shows them: the further ones (the noiseless reconstruction, the
     fair score of simulated data) first, the full dose (the paper's) last."""
     return sorted(references, key=lambda reference: reference == FULL_DOSE)
+
+
+def visibility_reference(references: Sequence[Reference]) -> Reference:
+    """The reference of ``references`` lesions are judged visible in, for the columns of all of them: the one
+    summary.md shows first (the noiseless reconstruction when given, else the full dose)."""
+    return summary_order(references)[0]
 
 
 def figure_columns(figure: str, references: Sequence[Reference] = (FULL_DOSE,)) -> tuple[str, ...]:
