@@ -129,7 +129,8 @@ def provenance(settings: RunSettings, method: VolumeMethod, model_sha: str | Non
     return {"model_kind": settings.kind, "model_flags": settings.model_flags or None, "model_sha256": model_sha,
             "model_voxel_size_mm": settings.model_voxel_size,
             "model_voxel_size_from": settings.sources.get("model_voxel_size"), "settings_from": settings.sources,
-            "warm_start_scale": settings.warm_start_scale, "suv_max": settings.suv_max, "data_scale": settings.data_scale, "seed": settings.flags["seed"],
+            "warm_start_scale": settings.warm_start_scale, "uncertainty_factor": settings.uncertainty_factor,
+            "suv_max": settings.suv_max, "data_scale": settings.data_scale, "seed": settings.flags["seed"],
             "num_ranks": dist_util.world_size(), "device": str(dist_util.dev()), "sampler": method.record}
 
 
@@ -156,7 +157,8 @@ def sidecar(settings: RunSettings, volume: Volume, outputs: dict, grid: GridMapp
 def write_outputs(settings: RunSettings, volume: Volume, grid: GridMapping, result: VolumeResult,
                   description: str, record: Callable[[dict], dict]) -> dict[str, dict[str, Path]]:
     """Write one volume's set as one unit, on the input's grid and in the units asked for: the mean, the SD
-    (K > 1) and the sidecar (``record(outputs)``), published together; return the paths.
+    (K > 1; times the run's uncertainty factor) and the sidecar (``record(outputs)``), published together;
+    return the paths.
 
     With --overwrite the earlier set is replaced whole: its files this set does not write go too.
 
@@ -182,7 +184,7 @@ def write_outputs(settings: RunSettings, volume: Volume, grid: GridMapping, resu
         write_result(staged_paths("denoised"), grid.to_input(result.mean), volume, units, description,
                      series_offset=1000, overwrite=False)
         if result.std is not None:
-            write_result(staged_paths("std"), grid.to_input(result.std), volume, units,
+            write_result(staged_paths("std"), grid.to_input(result.std * settings.uncertainty_factor), volume, units,
                          f"{description} uncertainty (ensemble SD)", series_offset=1001, overwrite=False)
         atomic_write_text(staged[outputs["sidecar"]["json"]], json.dumps(record(outputs), indent=2) + "\n",
                           overwrite=False)

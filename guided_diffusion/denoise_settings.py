@@ -53,6 +53,7 @@ class RunSettings:
         model_voxel_size: the model grid's voxel size (mm; 0: the input's grid).
         suv_max: the intensity clip (values above it saturate).
         data_scale: the SUV the model maps to 1 (model value = ``clip(SUV, 0, suv_max) / data_scale``).
+        uncertainty_factor: what the written ensemble SD map is multiplied by (the card's calibration, or 1).
         sources: where each resolved setting came from ("--flag", "model card", ...).
         notes: lines for the user (one each), e.g. why the paper's process runs.
     """
@@ -68,6 +69,7 @@ class RunSettings:
     model_voxel_size: float
     suv_max: float
     data_scale: float
+    uncertainty_factor: float = 1.0
     sources: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
@@ -100,6 +102,9 @@ def check_flags(args: argparse.Namespace) -> None:
     if not (math.isfinite(args.warm_start_scale) and args.warm_start_scale >= 0):
         raise UserError(f"--warm_start_scale must be a positive number (0: from the model card), "
                         f"got {args.warm_start_scale}")
+    if not (math.isfinite(args.uncertainty_factor) and args.uncertainty_factor >= 0):
+        raise UserError(f"--uncertainty_factor must be a positive number (0: from the model card), "
+                        f"got {args.uncertainty_factor}")
     if args.unfitted_model not in UNFITTED_CHOICES:
         raise UserError(f"--unfitted_model must be one of {', '.join(UNFITTED_CHOICES)}, got {args.unfitted_model!r}")
 
@@ -159,6 +164,21 @@ def _predating_values(records: ModelRecords, kind: ModelKind) -> dict:
     return kind.predating_flags if has_records else {}
 
 
+def _uncertainty_factor(resolve: _Resolver, records: ModelRecords, model_path: str) -> float:
+    """--uncertainty_factor when given and not 0, else the card's ``uncertainty_calibration`` factor, else 1."""
+    calibrated = _card(records, "uncertainty_calibration", "factor")
+    if calibrated is not None and not (isinstance(calibrated, (int, float)) and math.isfinite(calibrated)
+                                       and calibrated > 0):
+        raise UserError(f"the model card of {model_path} holds the uncertainty factor {calibrated!r}, not a positive "
+                        "number; fit it again with benchmarks/calibrate_uncertainty.py or give --uncertainty_factor")
+    without = ("no calibration in the model card", 1.0)
+    factor = resolve.take("uncertainty_factor", ("model card", calibrated), without)
+    if factor == 0:  # --uncertainty_factor 0 given: as if not given
+        source, factor = ("model card", calibrated) if calibrated is not None else without
+        resolve.sources["uncertainty_factor"] = source
+    return float(factor)
+
+
 def choose_sampler(args: argparse.Namespace, argv: Sequence[str]) -> tuple[str, str]:
     """The sampler and timestep respacing from --sampler and --steps, or from the paper's --use_ddim /
     --timestep_respacing.
@@ -185,7 +205,8 @@ def resolve_settings(args: argparse.Namespace, argv: Sequence[str], records: Mod
     --dims and --one_pass_output come from the command line, then the checkpoint's
     training flags, then its card, then the preset (--one_pass_output: "direct" when
     the checkpoint's or card's flags predate it); --model_voxel_size likewise; --suv_max and
-    --warm_start_scale from the command line, then the card, then the preset; --data_scale from the
+    --warm_start_scale from the command line, then the card, then the preset; --uncertainty_factor from the
+    command line, then the card's calibration, then 1 (0 asks for the card's); --data_scale from the
     command line, then the checkpoint's training flags, then the card, then the resolved --suv_max.
     A deterministic kind refuses --num_ensemble > 1; ``--start_timestep auto``
     needs a fitted scale (or ``--unfitted_model paper``: the paper's process).
@@ -227,6 +248,7 @@ def resolve_settings(args: argparse.Namespace, argv: Sequence[str], records: Mod
     data_scale = check_data_scale(resolve.take(
         "data_scale", ("the model file's training flags", stored.get("data_scale")),
         ("model card", _card(records, "intensity", "data_scale")), ("--suv_max", suv_max)) or suv_max)
+    uncertainty_factor = _uncertainty_factor(resolve, records, args.model_path)
     sampler, respacing = choose_sampler(args, argv)
     start = read_start_timestep(args.start_timestep)
     scale = resolve.take("warm_start_scale", ("model card", _card(records, "warm_start_scale", "value"))) or None
@@ -249,5 +271,6 @@ def resolve_settings(args: argparse.Namespace, argv: Sequence[str], records: Mod
     return RunSettings(
         flags=MappingProxyType(dict(vars(args))), model_path=args.model_path, kind=kind, model_flags=model_flags,
         sampling=sampling, start_timestep=start, warm_start_scale=scale, gaussian_fwhm_mm=float(fwhm),
-        model_voxel_size=voxel_size, suv_max=suv_max, data_scale=data_scale, sources=resolve.sources,
+        model_voxel_size=voxel_size, suv_max=suv_max, data_scale=data_scale,
+        uncertainty_factor=uncertainty_factor, sources=resolve.sources,
         notes=tuple(notes))

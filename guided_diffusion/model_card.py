@@ -34,7 +34,7 @@ Fields (JSON; a value that is not known is ``null``):
   the command, the data, the UTC date, and the per-case table: a CSV path or its rows).
 * ``uncertainty_calibration``: ``null`` or :func:`fit_record` with key
   ``"factor"``: the factor by which the ensemble SD is scaled to match the error.
-  Nothing fits one yet; ``update_card(path, uncertainty_calibration=...)`` will store it.
+  ``benchmarks/calibrate_uncertainty.py`` fits it; ``scripts/test.py`` multiplies the SD map by it.
 * ``validation``: ``null`` or ``{"step", "val_psnr", ...}``: the newest validation
   scores of the run's ``progress.csv`` (its ``val_*`` columns) for these weights.
 * ``weights``: ``{"file", "sha256", "kind"}``: the weights file's name, the SHA-256

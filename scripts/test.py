@@ -113,6 +113,7 @@ def create_argparser() -> argparse.ArgumentParser:
         "ddim_eta": 0.0,
         "start_timestep": "0",
         "warm_start_scale": 0.0,
+        "uncertainty_factor": 0.0,
         "unfitted_model": "refuse",
         "seed": 0,
         "num_ensemble": 1,
