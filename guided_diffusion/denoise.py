@@ -158,7 +158,7 @@ class VolumeDenoiser:
         sampling: SamplingOptions,
         patching: PatchingOptions,
         suv_max: float,
-        keep_saturated: bool = True,
+        keep_saturated: bool = False,
         on_step: Callable[[int], None] | None = None,
         data_scale: float | None = None,
     ):

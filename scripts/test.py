@@ -119,7 +119,7 @@ def create_argparser() -> argparse.ArgumentParser:
         "num_ensemble": 1,
         "suv_max": DEFAULT_SUV_MAX,
         "data_scale": 0.0,
-        "keep_saturated": True,
+        "keep_saturated": False,
         "patch_axial": 96,
         "max_patch_inplane": 320,
         "patch_overlap": 10,

@@ -57,6 +57,7 @@ def test_identity_model_returns_the_input_exactly(shape, overlap, blend):
     denoiser = VolumeDenoiser(
         Divisor(4), IdentitySampler(), SamplingOptions(batch_size=3),
         PatchingOptions(patch_axial=16, max_patch_inplane=16, overlap=overlap, blend=blend), suv_max=16.0,
+        keep_saturated=True,
     )
     result = denoiser.denoise(suv, "vol")
     assert len(denoiser.plan(shape)) > 1 or max(shape) <= 16
