@@ -14,26 +14,36 @@ the path users take (nothing here denoises or scores by itself):
 2. ``scripts/train.py``: the 3D DDPM, the 3D UNet regression (the same backbone,
    L1), the 3D GAN (that UNet against a patch discriminator) and the 2D DDPM
    (``--dims 2``), each on the same data, steps, batch and crops; ``scripts/fit_gaussian.py``: the Gaussian filter's FWHM per dose,
-   chosen on the validation subjects.
-3. ``scripts/test.py``: every test volume through every method; the 3D DDPM
+   chosen on the validation subjects; ``benchmarks/warm_start.py --pairs``: each trained DDPM's warm-start scale,
+   fitted on the validation subjects and written into its card, as the Gaussian its FWHM.
+3. Uncertainty calibration of each trained DDPM: ``scripts/test.py`` denoises the
+   validation subjects (the raw ensemble SD, ``--uncertainty_factor 1``), and
+   ``benchmarks/calibrate_uncertainty.py`` fits the factor that makes mean +- 2 SD
+   cover 95 % of their body voxels against the noiseless reconstruction and writes
+   it into the card, so the test results' SD maps are calibrated.
+4. ``scripts/test.py``: every test volume through every method; the DDPMs
    as an ensemble (``--num_ensemble``), with the warm start chosen from each
-   input's measured noise (``--start_timestep auto``). ``--extra_model
+   input's measured noise (``--start_timestep auto``, the card's scale). ``--extra_model
    NAME=PATH`` adds a committed diffusion model (e.g. the demo model) as one
-   more method, trained elsewhere on another budget.
-4. ``scripts/evaluate.py``: every (case, method) against the noiseless
+   more method, trained elsewhere on another budget; its card is used as it is.
+5. ``scripts/evaluate.py``: every (case, method) against the noiseless
    reconstruction of its subject (``--cases`` column ``clean``; columns
    ``<metric>_clean``, read first) and against the full dose, as the paper;
-   the ensemble's standard deviation against the actual error
-   (:mod:`guided_diffusion.pet.eval.uncertainty`).
+   the raw ensemble standard deviation against the actual error, next to the targets of a
+   calibrated K-member ensemble (:mod:`guided_diffusion.pet.eval.uncertainty`);
+   ``benchmarks/calibrate_uncertainty.py --test_cases``: the coverage of +- 2 SD on the
+   validation and test cases before and after calibration.
 
 Stages whose outputs exist are skipped, so an interrupted run resumes.
 ``--out_dir`` receives metrics.csv, summary.md, figures/, uncertainty.csv,
-commands.sh (every command run, in order, with its seeds) and report.md.
+warm_start_<ddpm>.csv, calibration_<ddpm>.csv, commands.sh (every command run,
+in order, with its seeds) and report.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shlex
@@ -51,12 +61,16 @@ from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser
 from guided_diffusion.pet.eval.inputs import read_label_map
 from guided_diffusion.pet.eval.reports import write_csv
-from guided_diffusion.pet.eval.uncertainty import UNCERTAINTY_COLUMNS, uncertainty_statistics, with_targets
+from guided_diffusion.pet.eval.uncertainty import (
+    UNCERTAINTY_COLUMNS,
+    calibrated_targets,
+    uncertainty_statistics,
+    with_targets,
+)
 from guided_diffusion.pet.io import read_volume
 from guided_diffusion.pet.sim.doses import DEFAULT_DOSE_FRACTIONS, dose_label
 from guided_diffusion.pet.sim.scanners import REFERENCE_SCANNER, SCANNERS
 from guided_diffusion.pet.sim.tracers import TRACERS
-from guided_diffusion.warm_start import DEMO_WARM_START_SCALE
 
 REPO = Path(__file__).resolve().parent.parent
 DOSES = tuple(d for d in DEFAULT_DOSE_FRACTIONS if d < 1)
@@ -124,6 +138,10 @@ NETWORKS = {
     "gan3d": ["--model_kind", "gan", "--regression_loss", "l1"],
     "ddpm2d": ["--dims", "2"],
 }
+#: Axial patch length (model voxels) of every denoising run; neighbouring patches overlap by 8.
+PATCH_AXIAL = 32
+#: The start steps each trained DDPM's warm-start fit tries on every validation pair (few, to keep it cheap).
+WARM_START_STARTS = "10,25,50,100,200"
 
 
 def create_argparser() -> argparse.ArgumentParser:
@@ -239,15 +257,62 @@ def train(runner: Runner, budget: Budget, work: Path) -> dict[str, Path]:
     return models
 
 
+def is_diffusion(name: str) -> bool:
+    """Whether the method ``name`` is a DDPM (sampled as an ensemble from a warm start)."""
+    return name.startswith("ddpm")
+
+
+def fit_warm_starts(runner: Runner, budget: Budget, work: Path, out: Path, models: dict[str, Path]) -> None:
+    """Fit each trained DDPM's warm-start scale on the validation subjects (every dose) into its card;
+    the table of PSNR per start goes to ``out/warm_start_<name>.csv``."""
+    for name, model in models.items():
+        if is_diffusion(name):
+            runner.python(
+                "fit warm start", "benchmarks/warm_start.py", "--config", budget.config, "--model_path", str(model),
+                "--pairs", str(work / "data" / "val"), "--model_voxel_size", f"{budget.voxel_size:g}",
+                "--patch_axial", str(PATCH_AXIAL), "--starts", WARM_START_STARTS, "--steps", str(budget.sample_steps),
+                "--out", str(out / f"warm_start_{name}.csv"), *NETWORKS[name],
+                done=model.parent / "WARM_START_FITTED", mark=True)
+
+
 def denoise_flags(name: str, budget: Budget) -> list[str]:
-    """scripts/test.py flags of a method (after --model_path)."""
-    if name.startswith("ddpm"):
-        # The demo model's scale, not refitted for these networks (their cards have none): see README, "Robustness".
+    """scripts/test.py flags of a method (after --model_path); a DDPM's warm-start scale comes from its card."""
+    patching = ["--patch_axial", str(PATCH_AXIAL), "--patch_overlap", "8"]
+    if is_diffusion(name):
         return ["--sampler", "ddpm", "--steps", str(budget.sample_steps), "--start_timestep", "auto",
-                "--warm_start_scale", str(DEMO_WARM_START_SCALE),
-                "--num_ensemble", str(budget.num_ensemble), "--precision", "bf16", "--patch_axial", "32",
-                "--patch_overlap", "8"]
-    return ["--patch_axial", "32", "--patch_overlap", "8"]
+                "--num_ensemble", str(budget.num_ensemble), "--precision", "bf16", *patching]
+    return patching
+
+
+def calibrate_uncertainty(runner: Runner, budget: Budget, work: Path, models: dict[str, Path]) -> Path:
+    """Denoise the validation subjects with each trained DDPM (raw SD) and fit its SD factor into its card;
+    returns the validation cases CSV (rows of every DDPM, ``method`` picks one)."""
+    ddpms = [name for name in models if is_diffusion(name)]
+    for name in ddpms:
+        out = work / "denoised_val" / name
+        runner.python("calibrate", "scripts/test.py", "--config", budget.config, "--model_path", str(models[name]),
+                      "--base_samples", str(work / "data" / "val" / "*" / "subject*_dose1-*.nii.gz"),
+                      "--save_dir", str(out), *denoise_flags(name, budget), "--uncertainty_factor", "1",
+                      mpi=True, done=out / "DONE", mark=True)
+    val_csv = work / "val_cases.csv"
+    rows = validation_cases_table(budget, ddpms)
+    if rows:
+        write_csv(val_csv, rows, list(rows[0]), overwrite=True)
+    for name in ddpms:
+        runner.python("calibrate", "benchmarks/calibrate_uncertainty.py", "--model_path", str(models[name]),
+                      "--cases", str(val_csv), "--method", name,
+                      done=models[name].parent / "UNCERTAINTY_CALIBRATED", mark=True)
+    return val_csv
+
+
+def report_calibration(runner: Runner, val_csv: Path, cases_csv: Path, out: Path, models: dict[str, Path]) -> None:
+    """Coverage of +- 2 SD before and after each trained DDPM's calibration, on the validation and the test cases
+    (``out/calibration_<name>.csv``; the card is left as fitted)."""
+    for name, model in models.items():
+        if is_diffusion(name):
+            runner.python("calibrate", "benchmarks/calibrate_uncertainty.py", "--model_path", str(model),
+                          "--cases", str(val_csv), "--test_cases", str(cases_csv), "--method", name,
+                          "--update_card", "False", "--out", str(out / f"calibration_{name}.csv"))
 
 
 def denoise(runner: Runner, budget: Budget, work: Path, models: dict[str, Path]) -> list[str]:
@@ -269,6 +334,28 @@ def denoise(runner: Runner, budget: Budget, work: Path, models: dict[str, Path])
     return ["low_dose", "gaussian", *models]
 
 
+def case_row(case: str, data: Path, stem: str, method: str, result: Path) -> dict:
+    """One row of a cases CSV: ``result`` of ``method`` for subject ``stem`` of the folder ``data``, with its
+    references (full dose, noiseless reconstruction), labels and lesions."""
+    return {"case": case, "reference": str(data / f"{stem}_full.nii.gz"), "clean": str(data / f"{stem}_clean.nii.gz"),
+            "labels": str(data / f"{stem}_labels.nii.gz"), "lesions": str(data / f"{stem}_lesions.nii.gz"),
+            "method": method, "result": str(result)}
+
+
+def validation_cases_table(budget: Budget, methods: list[str]) -> list[dict]:
+    """Rows of the validation cases CSV (paths relative to the work folder, where it lies) of the calibration:
+    one per validation subject, dose and method, denoised into ``denoised_val/<method>/``."""
+    rows = []
+    for dose in DOSES:
+        data = Path("data") / "val" / dose_label(dose)
+        for subject in range(budget.val_subjects):
+            low = f"subject{subject:03d}_dose{dose_label(dose)}"
+            rows += [case_row(f"val_{low}", data, f"subject{subject:03d}", method,
+                              Path("denoised_val") / method / f"{low}_denoised.nii.gz") | {"dose": dose}
+                     for method in methods]
+    return rows
+
+
 def cases_table(work: Path, budget: Budget, methods: list[str]) -> list[dict]:
     """Rows of evaluate.py's --cases CSV (paths relative to ``work``, where the CSV lies): one per test
     subject, condition, dose and method."""
@@ -283,33 +370,70 @@ def cases_table(work: Path, budget: Budget, methods: list[str]) -> list[dict]:
                 for method in methods:
                     result = data / f"{low}.nii.gz" if method == "low_dose" else \
                         Path("denoised") / method / condition / f"{low}_denoised.nii.gz"
-                    rows.append({"case": f"{condition}_{low}", "reference": str(data / f"{stem}_full.nii.gz"),
-                                 "clean": str(data / f"{stem}_clean.nii.gz"),
-                                 "labels": str(data / f"{stem}_labels.nii.gz"),
-                                 "lesions": str(data / f"{stem}_lesions.nii.gz"), "method": method,
-                                 "result": str(result), "scanner": scanner, "tracer": tracer, "dose": dose})
+                    rows.append(case_row(f"{condition}_{low}", data, stem, method, result)
+                                | {"scanner": scanner, "tracer": tracer, "dose": dose})
     return rows
 
 
-def uncertainty_table(rows: list[dict], work: Path) -> list[dict]:
-    """Ensemble SD against the actual error of each DDPM result, against full dose and noiseless truth."""
+def recorded_uncertainty_factor(result: Path) -> float:
+    """The factor scripts/test.py multiplied the SD map of ``result`` by (its sidecar's; 1 without one)."""
+    sidecar = result.with_name(result.name.replace("_denoised.nii.gz", "_denoised.json"))
+    if not sidecar.is_file():
+        return 1.0
+    return float(json.loads(sidecar.read_text(encoding="utf-8")).get("uncertainty_factor") or 1.0)
+
+
+def uncertainty_table(rows: list[dict], work: Path, num_members: int) -> list[dict]:
+    """The raw ensemble SD (any calibration factor divided out) against the actual error of each DDPM result,
+    against the full dose and the noiseless reconstruction (``clean``), with the ``<statistic>_target`` of a
+    calibrated ensemble of ``num_members`` beside each statistic that has one."""
+    targets = calibrated_targets(num_members)
     table = []
     for row in rows:
         std_path = row["result"].replace("_denoised.nii.gz", "_denoised_std.nii.gz")
-        if not row["method"].startswith("ddpm") or not (work / std_path).exists():
+        if not is_diffusion(row["method"]) or not (work / std_path).exists():
             continue
+        factor = recorded_uncertainty_factor(work / row["result"])
         mean, sd = (read_volume(work / p).data for p in (row["result"], std_path))
         labels = read_label_map(work / row["labels"])[0]
-        for reference_name, reference_path in (("full_dose", row["reference"]),
-                                               ("truth", row["reference"].replace("_full.", "_truth."))):
-            stats = uncertainty_statistics(mean, sd, read_volume(work / reference_path).data, labels > 0)
-            table.append({key: row[key] for key in ("case", "method", "scanner", "tracer", "dose")}
-                         | {"against": reference_name} | stats)
+        for reference_name, column in (("full_dose", "reference"), ("clean", "clean")):
+            stats = uncertainty_statistics(mean, sd / factor, read_volume(work / row[column]).data, labels > 0)
+            entry = {key: row[key] for key in ("case", "method", "scanner", "tracer", "dose")} | {
+                "against": reference_name, "factor_divided_out": factor}
+            for statistic, value in stats.items():
+                entry[statistic] = value
+                if statistic in targets:
+                    entry[f"{statistic}_target"] = targets[statistic]
+            table.append(entry)
     return table
 
 
-def report(out: Path, budget: Budget, runner: Runner, uncertainty: list[dict]) -> None:
-    """report.md: the budget, stage timings and the uncertainty summary; commands.sh: the command sequence."""
+def calibration_lines(out: Path, methods: list[str]) -> list[str]:
+    """report.md's table of the pooled coverage of +- 2 SD before and after calibration, per method and set, from
+    ``out/calibration_<method>.csv`` (methods without one are left out)."""
+    lines = []
+    for method in methods:
+        path = out / f"calibration_{method}.csv"
+        if not path.is_file():
+            continue
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        for fit_set in sorted({r["set"] for r in rows}):
+            chosen = [r for r in rows if r["set"] == fit_set]
+            voxels = np.array([float(r["voxels"]) for r in chosen])
+            before, after = (np.array([float(r[c]) for r in chosen]) @ voxels / voxels.sum()
+                             for c in ("coverage_2sd", "coverage_2sd_calibrated"))
+            lines.append(f"| {method} | {fit_set} | {len(chosen)} | {before:.3f} | {after:.3f} |")
+    if not lines:
+        return []
+    return ["", "## Calibrated SD: coverage of mean +- 2 SD over body voxels, against the noiseless reconstruction",
+            "", "Fitted on the validation cases (`fit`) to cover 95 %; `calibration_<method>.csv` per case.", "",
+            "| method | set | cases | before (c = 1) | after (fitted c) |", "| --- | --- | --- | --- | --- |", *lines]
+
+
+def report(out: Path, budget: Budget, runner: Runner, uncertainty: list[dict], methods: list[str]) -> None:
+    """report.md: the budget, stage timings, the uncertainty summary and the calibration's coverage;
+    commands.sh: the command sequence."""
     invocation = " ".join(shlex.quote(a) for a in ["python", os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
     atomic_write_text(out / "commands.sh", "#!/usr/bin/env bash\n# The commands run, in order, by:\n"
                       f"#   {invocation}\nset -euo pipefail\n" + "\n".join(runner.commands) + "\n")
@@ -317,7 +441,7 @@ def report(out: Path, budget: Budget, runner: Runner, uncertainty: list[dict]) -
              "| stage | seconds |", "| --- | --- |"]
     lines += [f"| {stage} | {seconds:.0f} |" for stage, seconds in runner.seconds.items()]
     if uncertainty:
-        lines += ["", "## Ensemble SD against the actual error (mean over cases)", "",
+        lines += ["", "## Raw ensemble SD against the actual error (mean over cases)", "",
                   "| method | against | " + " | ".join(UNCERTAINTY_COLUMNS) + " |",
                   "| --- | --- |" + " --- |" * len(UNCERTAINTY_COLUMNS)]
         groups = sorted({(r["method"], r["against"]) for r in uncertainty})
@@ -326,6 +450,7 @@ def report(out: Path, budget: Budget, runner: Runner, uncertainty: list[dict]) -
             means = with_targets({c: float(np.nanmean([r[c] for r in chosen])) for c in UNCERTAINTY_COLUMNS},
                                  budget.num_ensemble)
             lines.append(f"| {method} | {against} | " + " | ".join(means.values()) + " |")
+    lines += calibration_lines(out, methods)
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
 
 
@@ -336,23 +461,33 @@ def main() -> None:
     extra = {}
     for item in args.extra_model:
         name, _, path = item.partition("=")
-        if not name.startswith("ddpm") or not Path(path).is_file():
+        if not is_diffusion(name) or not Path(path).is_file():
             raise UserError(f"--extra_model {item}: give ddpm<NAME>=PATH of an existing diffusion checkpoint")
         extra[name] = Path(path)
-    runner = Runner(args.ranks)
+    run_comparison(Runner(args.ranks), budget, work, out, extra)
+    print(f"done -> {out}/ (summary.md, metrics.csv, figures/, uncertainty.csv, calibration_*.csv, report.md, "
+          "commands.sh)")
+
+
+def run_comparison(runner: Runner, budget: Budget, work: Path, out: Path, extra: dict[str, Path]) -> None:
+    """Every stage, in order (see the module docstring); ``extra``: method -> diffusion checkpoint used as it is."""
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     simulate(runner, budget, work)
-    models = train(runner, budget, work) | extra
-    methods = denoise(runner, budget, work, models)
+    trained = train(runner, budget, work)
+    fit_warm_starts(runner, budget, work, out, trained)
+    val_csv = calibrate_uncertainty(runner, budget, work, trained)
+    methods = denoise(runner, budget, work, trained | extra)
     rows = cases_table(work, budget, methods)
     cases_csv = work / "cases.csv"
     write_csv(cases_csv, rows, list(rows[0]), overwrite=True)
     runner.python("evaluate", "scripts/evaluate.py", "--cases", str(cases_csv), "--out_dir", str(out),
                   "--overwrite", "True")
-    uncertainty = uncertainty_table(rows, work)
+    report_calibration(runner, val_csv, cases_csv, out, trained)
+    uncertainty = uncertainty_table(rows, work, budget.num_ensemble)
     if uncertainty:
         write_csv(out / "uncertainty.csv", uncertainty, list(uncertainty[0]), overwrite=True)
-    report(out, budget, runner, uncertainty)
-    print(f"done -> {out}/ (summary.md, metrics.csv, figures/, uncertainty.csv, report.md, commands.sh)")
+    report(out, budget, runner, uncertainty, methods)
 
 
 if __name__ == "__main__":

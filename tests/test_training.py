@@ -231,7 +231,7 @@ def test_a_run_in_a_bucket_saves_and_resumes(pairs, bucket, tmp_path, monkeypatc
 
 def test_resuming_compares_only_the_flags_a_checkpoint_knows():
     loop = TrainLoop.__new__(TrainLoop)  # only the flag check, no training state
-    loop.flags = {"num_channels": 32, "model_voxel_size": 4.0}
+    loop.flags, loop.predating_flags = {"num_channels": 32, "model_voxel_size": 4.0}, {}
     loop._check_flags({"num_channels": 32}, "old.pt")  # written before model_voxel_size existed
     with pytest.raises(UserError, match="--model_voxel_size 2.0"):
         loop._check_flags({"num_channels": 32, "model_voxel_size": 2.0}, "new.pt")
