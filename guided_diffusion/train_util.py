@@ -175,8 +175,20 @@ def non_finite_part(loss: torch.Tensor, modules: Iterable[torch.nn.Module]) -> s
     parameters"`` (of any of ``modules``), or None when everything is finite."""
     if not bool(torch.isfinite(loss).all()):
         return "the loss"
-    finite = torch.stack([torch.isfinite(p).all() for module in modules for p in module.parameters()])
-    return None if bool(finite.all()) else "the parameters"
+    return None if finite_parameters(modules) else "the parameters"
+
+
+def finite_parameters(modules: Iterable[torch.nn.Module]) -> bool:
+    """Whether every parameter of ``modules`` is finite (no NaN, no infinity)."""
+    return bool(torch.stack([torch.isfinite(p).all() for module in modules for p in module.parameters()]).all())
+
+
+def refuse_non_finite_weights(model: torch.nn.Module, path: str | Path, flag: str) -> None:
+    """UserError naming ``flag`` and ``path`` when the weights just loaded into ``model`` hold NaN or infinity
+    (a run saved after it diverged): training from them would only repeat the divergence."""
+    if not finite_parameters([model]):
+        raise UserError(f"{flag} {path}: its weights hold NaN or infinite values (saved after the run diverged); "
+                        "start from an earlier checkpoint (--resume_checkpoint) or from other weights")
 
 
 def parameter_checksum(model: torch.nn.Module) -> str:
@@ -265,6 +277,7 @@ class TrainLoop:
         if resume is None:
             if self.options.init_weights:
                 load_model_weights(self.model, self.options.init_weights, flag="--init_weights")
+                refuse_non_finite_weights(self.model, self.options.init_weights, "--init_weights")
             self.ema = EMA(self.model, self.rates)
             self._seed_generators(step=0)
             return 0
@@ -273,6 +286,7 @@ class TrainLoop:
         ckpt = read_training_checkpoint(resume)
         self._check_flags(ckpt["flags"], resume)
         self.model.load_state_dict(ckpt["model"])
+        refuse_non_finite_weights(self.model, resume, "--resume_checkpoint")
         self.ema = EMA(self.model, self.rates)
         for rate in self.rates:
             if rate in ckpt["ema"]:

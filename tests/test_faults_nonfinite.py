@@ -167,6 +167,20 @@ def test_non_finite_parameters_after_a_step_stop_training(pair_folder, tmp_path)
     assert not list(tmp_path.glob("*.pt"))
 
 
+def test_weights_that_already_diverged_are_refused_when_loaded(pair_folder, tmp_path):
+    tiny_loop(tmp_path / "run", pair_folder, max_steps=1, save_interval=1).run_loop()
+    checkpoint = tmp_path / "run" / "checkpoint_0000001.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    first = next(iter(state["model"]))
+    state["model"][first] = torch.full_like(state["model"][first], float("nan"))
+    torch.save(state, checkpoint)  # as a run saved after it diverged
+    with pytest.raises(UserError, match=f"--resume_checkpoint {checkpoint}: its weights hold NaN or infinite"):
+        tiny_loop(tmp_path / "run", pair_folder, max_steps=2)
+    torch.save(state["model"], tmp_path / "nan_weights.pt")
+    with pytest.raises(UserError, match="--init_weights .*nan_weights.pt: its weights hold NaN or infinite"):
+        tiny_loop(tmp_path / "fresh", pair_folder, max_steps=1, init_weights=str(tmp_path / "nan_weights.pt"))
+
+
 def test_the_training_script_stops_a_run_that_diverges(tmp_path):
     write_npz_pair(tmp_path / "data" / "pair.npz")
     result = run_train([*TINY_NET, "--data_dir", str(tmp_path / "data"), "--result_folder", str(tmp_path / "run"),
