@@ -42,7 +42,7 @@ from guided_diffusion.denoise import PatchingOptions, VolumeDenoiser
 from guided_diffusion.errors import UserError
 from guided_diffusion.flags import FlagParser, add_dict_to_argparser, parse_args_with_config
 from guided_diffusion.inference_network import InferenceNetwork
-from guided_diffusion.model_card import current_command, fit_record, read_own_card, update_card
+from guided_diffusion.model_card import current_command, fit_record, read_card, read_own_card, update_card
 from guided_diffusion.model_kinds import MODEL_KINDS
 from guided_diffusion.patch_jobs import SamplingOptions
 from guided_diffusion.pet.eval.baselines import best_gaussian_filter
@@ -110,6 +110,14 @@ def create_argparser() -> argparse.ArgumentParser:
     return parser
 
 
+def model_intensity(model_path: str) -> tuple[float, float]:
+    """The model's ``(suv_max, data_scale)`` from its card: SUV is clipped at the first and divided by the second
+    (the paper's 16 and 16 for a model without a card)."""
+    intensity = (read_card(model_path) or {}).get("intensity") or {}
+    suv_max = float(intensity.get("suv_max") or DEFAULT_SUV_MAX)
+    return suv_max, float(intensity.get("data_scale") or suv_max)
+
+
 def main() -> None:
     args = parse_args_with_config(create_argparser())
     try:
@@ -127,6 +135,7 @@ def main() -> None:
     model, full_process = sr_create_model_and_diffusion(**flags)
     load_model_weights(model, args.model_path)
     network = InferenceNetwork(model.to(dist_util.dev()).eval(), args.precision)
+    suv_max, data_scale = model_intensity(args.model_path)
     levels = noise_levels(full_process.alphas_cumprod)
     patching = PatchingOptions(patch_axial=args.patch_axial, overlap=8)
     from_noise = set(parse_dose_fractions(args.from_noise_doses, "--from_noise_doses")) if args.from_noise_doses else set()
@@ -137,7 +146,8 @@ def main() -> None:
                                    sampler=args.sampler)
         started = time.perf_counter()
         predictor = MODEL_KINDS["diffusion"].predictor(diffusion, sampling)
-        result = VolumeDenoiser(network, predictor, sampling, patching, DEFAULT_SUV_MAX).denoise(case.low, case.name)
+        result = VolumeDenoiser(network, predictor, sampling, patching, suv_max,
+                                data_scale=data_scale).denoise(case.low, case.name)
         return psnr(result.mean, case.full), time.perf_counter() - started
 
     rows = []
@@ -145,7 +155,7 @@ def main() -> None:
         cases = pair_cases(entries, args.model_voxel_size, cache) if args.pairs else simulated_cases(
             seeds, doses, args.axial_extent_mm)
         for case in cases:
-            noise = estimate_noise_sd(case.low, case.voxel_size) / DEFAULT_SUV_MAX
+            noise = estimate_noise_sd(case.low, case.voxel_size) / data_scale
             fwhm, gaussian = best_gaussian_filter(case.low, case.full, case.voxel_size)
             base = {"case": case.name, "dose": case.dose, "noise_sd_model": noise, "psnr_low": psnr(case.low, case.full),
                     "gaussian_fwhm_mm": fwhm, "psnr_gaussian": psnr(gaussian, case.full)}

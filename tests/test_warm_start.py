@@ -108,3 +108,15 @@ def test_a_card_of_other_weights_is_refused_before_the_fit(tmp_path, monkeypatch
     monkeypatch.setattr(sys, "argv", ["warm_start.py", "--model_path", str(model), "--pairs", str(tmp_path / "none")])
     with benchmark_module("warm_start") as warm_start, pytest.raises(UserError, match="belongs to other weights"):
         warm_start.main()
+
+
+def test_the_fit_maps_intensities_as_the_model_was_trained(tmp_path):
+    model = copy_of_demo_model(tmp_path / "model")
+    with benchmark_module("warm_start") as warm_start:
+        assert warm_start.model_intensity(str(model)) == (16.0, 16.0)  # the demo card: the paper's mapping
+        card_path = tmp_path / "model" / "model_ema.card.json"
+        card = json.loads(card_path.read_text())
+        card["intensity"] = {**card["intensity"], "suv_max": 12.0, "data_scale": 4.0}
+        card_path.write_text(json.dumps(card))
+        assert warm_start.model_intensity(str(model)) == (12.0, 4.0)
+        assert warm_start.model_intensity(str(tmp_path / "no_card.pt")) == (16.0, 16.0)
