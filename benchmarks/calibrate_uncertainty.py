@@ -94,15 +94,26 @@ def read_cases(path: Path, method: str) -> list[dict[str, Path | str]]:
     return cases
 
 
-def read_sidecar(result: Path, model_sha: str) -> dict:
-    """The sidecar beside ``result`` (``{}`` without one), checked to come from the weights of ``model_sha``."""
+def sidecar_of(result: Path) -> dict:
+    """The JSON sidecar scripts/test.py wrote beside ``result`` (``{}`` without one)."""
     path = result.with_name(f"{volume_stem(result)}.json")
     if not path.is_file():
         return {}
     try:
-        sidecar = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UserError(f"{path}: the result's sidecar is corrupt ({err}); denoise the case again")
+
+
+def recorded_factor(sidecar: dict) -> float:
+    """The factor scripts/test.py multiplied a result's SD map by, from its sidecar (1 without one)."""
+    return float(sidecar.get("uncertainty_factor") or 1.0)
+
+
+def read_sidecar(result: Path, model_sha: str) -> dict:
+    """The sidecar beside ``result`` (``{}`` without one), checked to come from the weights of ``model_sha``."""
+    sidecar = sidecar_of(result)
+    path = result.with_name(f"{volume_stem(result)}.json")
     recorded = sidecar.get("model_sha256")
     if recorded and recorded != model_sha:
         raise UserError(f"{result} was denoised by other weights (sidecar {path}: sha256 {recorded}) than "
@@ -117,7 +128,7 @@ def case_errors(case: dict, model_sha: str, fit_set: str) -> CaseErrors:
         raise UserError(f"{case['std']}: no SD map for {result}; denoise with scripts/test.py --num_ensemble 2 or "
                         "more, name it in a 'std' column, or pick the ensemble's rows with --method")
     sidecar = read_sidecar(result, model_sha)
-    factor = float(sidecar.get("uncertainty_factor") or 1.0)
+    factor = recorded_factor(sidecar)
     mean, sd, full = (read_scored_volume(case[key]).data for key in ("result", "std", "reference"))
     against = "clean" if "clean" in case else "full_dose"
     reference = read_scored_volume(case["clean"]).data if "clean" in case else full

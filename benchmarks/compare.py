@@ -54,6 +54,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from calibrate_uncertainty import recorded_factor, sidecar_of
 
 from guided_diffusion import dist_util
 from guided_diffusion.atomic import atomic_write_text
@@ -375,14 +376,6 @@ def cases_table(work: Path, budget: Budget, methods: list[str]) -> list[dict]:
     return rows
 
 
-def recorded_uncertainty_factor(result: Path) -> float:
-    """The factor scripts/test.py multiplied the SD map of ``result`` by (its sidecar's; 1 without one)."""
-    sidecar = result.with_name(result.name.replace("_denoised.nii.gz", "_denoised.json"))
-    if not sidecar.is_file():
-        return 1.0
-    return float(json.loads(sidecar.read_text(encoding="utf-8")).get("uncertainty_factor") or 1.0)
-
-
 def uncertainty_table(rows: list[dict], work: Path, num_members: int) -> list[dict]:
     """The raw ensemble SD (any calibration factor divided out) against the actual error of each DDPM result,
     against the full dose and the noiseless reconstruction (``clean``), with the ``<statistic>_target`` of a
@@ -393,7 +386,7 @@ def uncertainty_table(rows: list[dict], work: Path, num_members: int) -> list[di
         std_path = row["result"].replace("_denoised.nii.gz", "_denoised_std.nii.gz")
         if not is_diffusion(row["method"]) or not (work / std_path).exists():
             continue
-        factor = recorded_uncertainty_factor(work / row["result"])
+        factor = recorded_factor(sidecar_of(work / row["result"]))
         mean, sd = (read_volume(work / p).data for p in (row["result"], std_path))
         labels = read_label_map(work / row["labels"])[0]
         for reference_name, column in (("full_dose", "reference"), ("clean", "clean")):
