@@ -1,4 +1,4 @@
-"""Volume files for the scripts: the input and output flags, the model grid, and writing results.
+"""Volume files for the scripts: the input and output flags, and writing results.
 
 ``scripts/test.py`` and ``scripts/convert_to_suv.py`` share these, so a scan
 is read, converted to SUV and written back the same way by both.
@@ -65,19 +65,6 @@ def last_given(flags: Sequence[str], argv: Sequence[str]) -> str | None:
 def given_on_command_line(flag: str, argv: Sequence[str]) -> bool:
     """Whether ``--flag`` (or ``--flag=value``) is among ``argv``: a value set there beats any stored one."""
     return last_given((flag,), argv) is not None
-
-
-def model_voxel_size(args: argparse.Namespace, argv: Sequence[str], stored: dict | None) -> tuple[float, str]:
-    """The model grid's voxel size (mm; 0 = the input grid) and where it came from.
-
-    The command line wins, then the flags stored in a training checkpoint,
-    then the preset (``--config``) or the default.
-    """
-    if given_on_command_line("model_voxel_size", argv):
-        return float(args.model_voxel_size), "--model_voxel_size"
-    if stored and stored.get("model_voxel_size") is not None:
-        return float(stored["model_voxel_size"]), "the model file's training flags"
-    return float(args.model_voxel_size), "--config preset or default"
 
 
 def result_paths(save_dir: str | Path, volume: Volume, suffix: str, output_format: str) -> dict[str, Path]:
